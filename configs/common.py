@@ -1,0 +1,67 @@
+"""Shared defaults of every experiment: data, optimizer, schedule, mesh, logging and checkpoints.
+
+Experiment configs start from `get_config()` here and override what they change. Every key is read
+somewhere; a typo in an override (`--config.optimizer.lerning_rate=...`) fails at start-up.
+"""
+
+import ml_collections
+
+from configs import models
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = models.get_model_config("ViT-B_16")
+
+  config.dataset = ml_collections.ConfigDict(dict(
+      source="tfds",           # tfds | image_folder | digits | fashion_mnist | mnist5k
+      name="",                 # tfds name (e.g. "cifar10"); unused by the other sources
+      data_dir="",             # tfds data_dir, image-folder root, or the Fashion-MNIST folder
+      train_split="train",     # split names accept slicing: "train[:10%]", "train[:5000]"
+      eval_split="test",
+      num_classes=10,
+      image_size=224,          # the model's input resolution
+      train_augment="finetune",  # pretrain (inception crop + flip) | finetune (resize, random crop, flip) | none
+      mixup_alpha=0.0,         # > 0 mixes pairs of training images and labels
+      shuffle_buffer=50_000,
+      on_bad_image="skip",     # image folders: skip (counted in the log) | fail
+      prefetch=2,              # batches prepared ahead on the devices
+  ))
+
+  config.batch_size = 512
+  config.eval_batch_size = 512
+  config.total_steps = 10_000
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw",            # adamw | adam | sgd
+      learning_rate=1e-3,
+      schedule="cosine",       # cosine | linear | constant (after the warmup)
+      warmup_steps=500,
+      end_learning_rate=0.0,
+      b1=0.9,
+      b2=0.999,
+      weight_decay=0.1,        # decoupled, on kernels only; 0 for SGD fine-tuning
+      momentum=0.9,            # sgd only
+      grad_clip_norm=1.0,      # global norm; 0 disables clipping
+      accum_steps=1,           # micro-batches per step (gradient accumulation)
+      backbone_lr_multiplier=1.0,  # 0 freezes everything but the head
+  ))
+  config.loss = ml_collections.ConfigDict(dict(
+      name="softmax_xent",     # softmax_xent | sigmoid_xent
+      label_smoothing=0.0,
+  ))
+
+  config.mesh = ml_collections.ConfigDict(dict(
+      data=-1,                 # -1: all devices not used by the other axis
+      model=1,
+  ))
+  config.sharding = "data"     # data (replicated params) | fsdp (params and optimizer state sharded)
+
+  config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
+  config.log_every = 50
+  config.eval_every = 1000
+  config.checkpoint_every = 1000
+  config.keep_checkpoints = 3
+  return config
