@@ -7,3 +7,19 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import ml_collections
+import pytest
+
+from configs import models as model_configs
+
+
+@pytest.fixture
+def tiny_model_config() -> ml_collections.ConfigDict:
+  """A two-block ViT on 32x32 images with 4x4 patches: the shape of the official fixtures."""
+  config = model_configs.get_model_config("ViT-Ti_16")
+  config.patches.size = (4, 4)
+  config.hidden_size = 32
+  config.transformer.update(mlp_dim=64, num_heads=2, num_layers=2)
+  config.num_classes = 10
+  return config
