@@ -1,0 +1,152 @@
+"""Input pipeline: global batches on 8 devices, resumable order, eval padding, start-up errors."""
+
+import collections
+import itertools
+import re
+
+import chex
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import common
+from vit_jax import data_sources
+from vit_jax import input_pipeline
+
+
+@pytest.fixture(scope="module")
+def sharding() -> NamedSharding:
+  mesh = Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model"))
+  return NamedSharding(mesh, P("data"))
+
+
+def _config(**overrides) -> ml_collections.ConfigDict:
+  config = common.get_config().dataset
+  config.update(dict(source="digits", image_size=8, train_augment="none"))
+  config.update(overrides)
+  return config
+
+
+def _train(config, sharding, *, steps: int, start_step: int = 0, seed: int = 0, batch: int = 16):
+  batches = input_pipeline.train_batches(
+      config, global_batch_size=batch, seed=seed, start_step=start_step, sharding=sharding)
+  return [jax.tree.map(np.asarray, b) for b in itertools.islice(batches, steps)]
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+  return np.round((images + 1) * 127.5).astype(np.uint8)
+
+
+def test_train_batches_are_global_arrays_sharded_over_the_mesh(sharding):
+  config = _config(train_augment="pretrain", image_size=12, mixup_alpha=0.2)
+  batch = next(input_pipeline.train_batches(
+      config, global_batch_size=16, seed=0, start_step=0, sharding=sharding))
+  chex.assert_shape(batch["image"], (16, 12, 12, 3))
+  chex.assert_shape(batch["label"], (16, 10))
+  chex.assert_type([batch["image"], batch["label"]], np.float32)
+  for array in batch.values():
+    assert array.sharding == sharding
+    assert [shard.data.shape[0] for shard in array.addressable_shards] == [2] * 8
+  assert -1.0 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.0
+  np.testing.assert_allclose(np.sum(batch["label"], axis=-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("start_step", [2, 4, 5])
+def test_resumed_run_sees_the_batches_of_an_unbroken_run(sharding, start_step):
+  # 40 examples in batches of 16: epochs end inside batches 2 and 7, and before batch 5.
+  config = _config(train_split="train[:40]", train_augment="pretrain", mixup_alpha=0.2)
+  unbroken = _train(config, sharding, steps=7)
+  resumed = _train(config, sharding, steps=7 - start_step, start_step=start_step)
+  chex.assert_trees_all_equal(resumed, unbroken[start_step:])
+
+
+def test_resume_reads_image_files_by_position(sharding, tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  for i in range(10):
+    path = tmp_path / "train" / f"class{i % 2}" / f"{i}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), (25 * i, 0, 0)).save(path)
+  config = _config(source="image_folder", data_dir=str(tmp_path), num_classes=2)
+  unbroken = _train(config, sharding, steps=6, batch=8)
+  chex.assert_trees_all_equal(_train(config, sharding, steps=3, start_step=3, batch=8),
+                              unbroken[3:])
+
+
+def _fingerprints(images: np.ndarray) -> collections.Counter:
+  return collections.Counter(image.tobytes() for image in _to_uint8(images))
+
+
+def test_each_epoch_is_a_new_permutation_of_the_split(sharding):
+  config = _config(train_split="train[:32]")
+  source = data_sources.load(config, "train[:32]")
+  split = collections.Counter(
+      x["image"].tobytes() for x in source.dataset.map(source.decode).as_numpy_iterator())
+  batches = _train(config, sharding, steps=4)
+  epochs = [np.concatenate([b["image"] for b in batches[i:i + 2]]) for i in (0, 2)]
+  assert _fingerprints(epochs[0]) == _fingerprints(epochs[1]) == split
+  assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_seed_changes_the_order(sharding):
+  first, other = (_train(_config(), sharding, steps=1, seed=seed)[0] for seed in (0, 1))
+  assert not np.array_equal(first["image"], other["image"])
+
+
+def test_prefetch_changes_timing_not_data(sharding):
+  chex.assert_trees_all_equal(_train(_config(prefetch=0), sharding, steps=3),
+                              _train(_config(prefetch=3), sharding, steps=3))
+
+
+def test_tfds_data_set_under_mock_data(sharding):
+  with tfds.testing.mock_data(num_examples=16):
+    config = _config(source="tfds", name="cifar10", train_augment="finetune")
+    batch = _train(config, sharding, steps=3, batch=8)[-1]
+  chex.assert_shape(batch["image"], (8, 8, 8, 3))
+
+
+def test_eval_batches_cover_the_split_once_then_pad(sharding):
+  config = _config()
+  batches = list(input_pipeline.eval_batches(config, global_batch_size=64, sharding=sharding))
+  assert len(batches) == 5  # 300 examples
+  for batch in batches:
+    assert batch["mask"].sharding == sharding and batch["mask"].dtype == np.float32
+  mask = np.concatenate([b["mask"] for b in batches])
+  np.testing.assert_array_equal(mask, np.arange(320) < 300)
+  images = np.concatenate([b["image"] for b in batches])
+  labels = np.concatenate([b["label"] for b in batches])
+  assert not images[300:].any() and not labels[300:].any()
+  source = data_sources.load(config, "test")
+  expected = list(source.dataset.map(source.decode).as_numpy_iterator())
+  np.testing.assert_array_equal(_to_uint8(images[:300]), [x["image"] for x in expected])
+  np.testing.assert_array_equal(labels[:300].argmax(-1), [x["label"] for x in expected])
+
+
+def test_get_info_counts_both_splits():
+  info = input_pipeline.get_info(_config(train_split="train[:1000]"))
+  assert info == input_pipeline.DatasetInfo(
+      num_train_examples=1000, num_eval_examples=300, num_classes=10)
+
+
+@pytest.mark.parametrize("batch", [12, 4])
+def test_batch_that_does_not_divide_over_the_devices_raises(sharding, batch):
+  message = re.escape(f"Batch size {batch} (config.batch_size) does not divide over the 8 devices")
+  with pytest.raises(ValueError, match=message + ".*multiple of 8"):
+    input_pipeline.train_batches(
+        _config(), global_batch_size=batch, seed=0, start_step=0, sharding=sharding)
+  with pytest.raises(ValueError, match=r"config\.eval_batch_size"):
+    input_pipeline.eval_batches(_config(), global_batch_size=batch, sharding=sharding)
+
+
+def test_empty_split_raises_at_start_up(sharding):
+  with pytest.raises(ValueError, match=re.escape("'digits' split 'train[:0]' has no examples")):
+    input_pipeline.train_batches(_config(train_split="train[:0]"), global_batch_size=8, seed=0,
+                                 start_step=0, sharding=sharding)
+
+
+def test_too_few_classes_in_the_config_raises():
+  with pytest.raises(ValueError, match="10 classes, but config.dataset.num_classes=5"):
+    input_pipeline.get_info(_config(num_classes=5))

@@ -1,0 +1,101 @@
+"""Transforms: model-ready shapes and ranges, stateless determinism, crops, mixup."""
+
+import chex
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vit_jax import preprocess
+
+SIZE, CLASSES = 12, 5
+
+
+def _example(height: int = 20, width: int = 30, label: int = 3) -> dict[str, tf.Tensor]:
+  image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+  return {"image": tf.constant(image), "label": tf.constant(label, tf.int64)}
+
+
+def _seed(a: int, b: int) -> tf.Tensor:
+  return tf.constant([a, b], tf.int64)
+
+
+@pytest.mark.parametrize("augment", preprocess.TRAIN_AUGMENTS)
+def test_train_transform_gives_model_inputs(augment):
+  out = preprocess.train_transform(augment, SIZE, CLASSES)(_example(), _seed(0, 1))
+  chex.assert_shape(out["image"], (SIZE, SIZE, 3))
+  chex.assert_type([out["image"], out["label"]], np.float32)
+  assert -1.0 <= out["image"].numpy().min() and out["image"].numpy().max() <= 1.0
+  np.testing.assert_array_equal(out["label"], np.eye(CLASSES)[3])
+
+
+@pytest.mark.parametrize("augment", ["pretrain", "finetune"])
+def test_train_transform_is_a_pure_function_of_the_seed(augment):
+  transform = preprocess.train_transform(augment, SIZE, CLASSES)
+  first, again = (transform(_example(), _seed(0, 7))["image"] for _ in range(2))
+  np.testing.assert_array_equal(first, again)
+  views = {transform(_example(), _seed(0, position))["image"].numpy().tobytes()
+           for position in range(8)}
+  assert len(views) >= 3  # other seeds, other crops and flips
+
+
+def test_finetune_crops_from_the_resized_image():
+  # A horizontal ramp keeps its order after resize and crop, and a flip reverses it.
+  ramp = np.broadcast_to(np.arange(0, 240, 8, dtype=np.uint8)[None, :, None], (30, 30, 3))
+  transform = preprocess.train_transform("finetune", SIZE, CLASSES)
+  for position in range(6):
+    row = transform({"image": tf.constant(ramp), "label": tf.constant(0, tf.int64)},
+                    _seed(1, position))["image"].numpy()[0, :, 0]
+    assert np.all(np.diff(row) > 0) or np.all(np.diff(row) < 0)
+
+
+def test_pretrain_inception_crop_stays_inside_the_image():
+  example = {"image": tf.fill([40, 40, 3], tf.constant(255, tf.uint8)),
+             "label": tf.constant(0, tf.int64)}
+  out = preprocess.train_transform("pretrain", SIZE, CLASSES)(example, _seed(2, 3))
+  np.testing.assert_allclose(out["image"], 1.0)
+
+
+def test_normalize_maps_0_and_255_to_minus_one_and_one():
+  np.testing.assert_allclose(preprocess.normalize(tf.constant([0, 255], tf.uint8)), [-1.0, 1.0])
+
+
+def test_eval_transform_crops_the_centre():
+  # Left and right bands are black; the centre square (after resizing the short side) is white.
+  image = np.zeros((10, 20, 3), np.uint8)
+  image[:, 5:15] = 255
+  out = preprocess.eval_transform(10, CLASSES)(
+      {"image": tf.constant(image), "label": tf.constant(1, tf.int64)})
+  chex.assert_shape(out["image"], (10, 10, 3))
+  np.testing.assert_allclose(out["image"], 1.0)
+
+
+def test_eval_transform_upscales_small_images():
+  out = preprocess.eval_transform(SIZE, CLASSES)(_example(height=8, width=8))
+  chex.assert_shape(out["image"], (SIZE, SIZE, 3))
+
+
+def test_unknown_augment_names_the_config_key():
+  with pytest.raises(ValueError, match="config.dataset.train_augment='autoaugment'"):
+    preprocess.train_transform("autoaugment", SIZE, CLASSES)
+
+
+def _batch() -> dict[str, tf.Tensor]:
+  images = tf.constant(np.random.default_rng(1).uniform(-1, 1, (4, 3, 3, 3)), tf.float32)
+  return {"image": images, "label": tf.one_hot([0, 1, 2, 3], CLASSES)}
+
+
+def test_mixup_labels_sum_to_one_and_match_the_images():
+  batch = _batch()
+  mixed = preprocess.mixup(batch, 0.4, _seed(0, 5))
+  np.testing.assert_allclose(tf.reduce_sum(mixed["label"], axis=-1), 1.0, rtol=1e-6)
+  lam = mixed["label"].numpy()[1, 1]  # example 1 (class 1) mixed with example 0 (class 0)
+  assert 0.0 <= lam <= 1.0
+  np.testing.assert_allclose(mixed["label"].numpy()[1, 0], 1 - lam, rtol=1e-6)
+  np.testing.assert_allclose(mixed["image"][1], lam * batch["image"][1]
+                             + (1 - lam) * batch["image"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_mixup_is_a_pure_function_of_the_seed():
+  lams = [preprocess.mixup(_batch(), 0.4, _seed(0, step))["label"].numpy()[1, 1]
+          for step in (5, 5, 6)]
+  assert lams[0] == lams[1] != lams[2]

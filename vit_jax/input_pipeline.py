@@ -1,0 +1,187 @@
+"""Batches for the train loop: data source -> tf.data -> per-process batches -> global jax.Arrays.
+
+The train loop calls `get_info`, `train_batches` and `eval_batches`. Batches are dicts of global
+jax.Arrays sharded along their first axis as `sharding` says: 'image' float32 [B, S, S, 3] in
+[-1, 1], 'label' float32 [B, num_classes] (one-hot, or mixed by mixup), and for evaluation 'mask'
+float32 [B] (1 for real examples, 0 for the padding of the last batches).
+
+Training data order is a pure function of (seed, step): each epoch is a shuffle of this process's
+shard seeded by (seed, epoch), and a run resumed at `start_step` skips the undecoded elements before
+it, so it sees exactly the batches an unbroken run would have seen.
+"""
+
+import collections
+from collections.abc import Iterator
+import dataclasses
+import math
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from vit_jax import data_sources
+from vit_jax import preprocess
+
+# TensorFlow only feeds the input pipeline; the accelerators belong to JAX.
+try:
+  tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TensorFlow already ran; it may hold GPU memory that JAX then lacks.
+  logging.warning("TensorFlow started before vit_jax.input_pipeline was imported and may use the "
+                  "GPUs; import this module before running any TensorFlow op.")
+
+_INFINITE = np.iinfo(np.int64).max
+# Salts that keep the random streams of shuffling, augmentation and mixup apart.
+_SHUFFLE, _AUGMENT, _MIXUP = range(3)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Sizes the train loop needs (examples summed over all processes)."""
+  num_train_examples: int
+  num_eval_examples: int
+  num_classes: int
+
+
+def get_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
+  train = _load(data_config, data_config.train_split)
+  evaluation = _load(data_config, data_config.eval_split)
+  return DatasetInfo(
+      num_train_examples=train.num_split_examples,
+      num_eval_examples=evaluation.num_split_examples,
+      num_classes=data_config.num_classes,
+  )
+
+
+def train_batches(
+    data_config: ml_collections.ConfigDict,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int,
+    sharding: jax.sharding.NamedSharding,
+) -> Iterator[dict[str, jax.Array]]:
+  """Endless training batches; the first one is the batch of step `start_step`."""
+  local_batch_size = _local_batch_size(global_batch_size, sharding, "config.batch_size")
+  dataset = _train_dataset(data_config, local_batch_size, seed, start_step)
+  return _to_global(dataset, sharding, data_config.prefetch)
+
+
+def eval_batches(
+    data_config: ml_collections.ConfigDict,
+    *,
+    global_batch_size: int,
+    sharding: jax.sharding.NamedSharding,
+) -> Iterator[dict[str, jax.Array]]:
+  """One pass over the eval split; every process yields the same number of batches."""
+  local_batch_size = _local_batch_size(global_batch_size, sharding, "config.eval_batch_size")
+  dataset = _eval_dataset(data_config, local_batch_size)
+  return _to_global(dataset, sharding, data_config.prefetch)
+
+
+def _load(data_config: ml_collections.ConfigDict, split: str) -> data_sources.Source:
+  source = data_sources.load(data_config, split)
+  if source.num_classes > data_config.num_classes:
+    raise ValueError(
+        f"Data set {data_config.name or data_config.source!r} has {source.num_classes} classes, "
+        f"but config.dataset.num_classes={data_config.num_classes}: raise it.")
+  return source
+
+
+def _local_batch_size(
+    global_batch_size: int, sharding: jax.sharding.NamedSharding, config_key: str) -> int:
+  """This process's rows of a global batch, checked against the mesh and the processes."""
+  axis = sharding.spec[0] if sharding.spec else None
+  axis_names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+  num_shards = math.prod(sharding.mesh.shape[name] for name in axis_names)
+  num_processes = jax.process_count()
+  if global_batch_size <= 0 or global_batch_size % num_shards:
+    raise ValueError(
+        f"Batch size {global_batch_size} ({config_key}) does not divide over the {num_shards} "
+        f"devices of the batch axis {axis_names} of the mesh {dict(sharding.mesh.shape)}: set "
+        f"{config_key} to a multiple of {num_shards}, or change config.mesh.")
+  if global_batch_size % num_processes:
+    raise ValueError(f"Batch size {global_batch_size} ({config_key}) does not divide over "
+                     f"{num_processes} processes: set it to a multiple of {num_processes}.")
+  local_rows = {index[0].indices(global_batch_size)[:2] for index in
+                sharding.addressable_devices_indices_map((global_batch_size,)).values()}
+  local_batch_size = sum(stop - start for start, stop in local_rows)
+  if local_batch_size * num_processes != global_batch_size:
+    raise ValueError(
+        f"The batch axis {axis_names} of the mesh {dict(sharding.mesh.shape)} must spread over all "
+        f"{num_processes} processes (each reads its own examples); change config.mesh.")
+  return local_batch_size
+
+
+def _seed(seed: int, salt: int, counter: tf.Tensor) -> tf.Tensor:
+  """A stateless seed [2] from (config seed, this process, stream salt, counter)."""
+  key = tf.constant([seed, jax.process_index()], tf.int64)
+  key = tf.random.experimental.stateless_fold_in(key, salt)
+  return tf.random.experimental.stateless_fold_in(key, counter)
+
+
+def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int, seed: int,
+                   start_step: int) -> tf.data.Dataset:
+  """This process's batches from step `start_step` on, without decoding any skipped example."""
+  source = _load(data_config, data_config.train_split)
+  transform = preprocess.train_transform(
+      data_config.train_augment, data_config.image_size, data_config.num_classes)
+  shuffle_buffer = max(1, min(data_config.shuffle_buffer, source.num_examples))
+
+  def epoch(index: tf.Tensor) -> tf.data.Dataset:
+    epoch_seed = tf.random.stateless_uniform(
+        [], seed=_seed(seed, _SHUFFLE, index), minval=None, maxval=None, dtype=tf.int64)
+    return source.dataset.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+
+  def augment(position: tf.Tensor, example: data_sources.Features) -> data_sources.Features:
+    return transform(source.decode(example), _seed(seed, _AUGMENT, position))
+
+  first_example = start_step * local_batch_size
+  first_epoch, skip = divmod(first_example, source.num_examples)
+  examples = tf.data.Dataset.range(first_epoch, _INFINITE).flat_map(epoch).skip(skip)
+  positions = tf.data.Dataset.range(first_example, _INFINITE)
+  dataset = tf.data.Dataset.zip(positions, examples).map(
+      augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = dataset.batch(local_batch_size, drop_remainder=True)
+  if data_config.mixup_alpha > 0:
+
+    def mix(step: tf.Tensor, batch: data_sources.Features) -> data_sources.Features:
+      return preprocess.mixup(batch, data_config.mixup_alpha, _seed(seed, _MIXUP, step))
+
+    steps = tf.data.Dataset.range(start_step, _INFINITE)
+    dataset = tf.data.Dataset.zip(steps, dataset).map(
+        mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_dataset(
+    data_config: ml_collections.ConfigDict, local_batch_size: int) -> tf.data.Dataset:
+  """This process's eval batches, padded with masked-out examples to the same count everywhere."""
+  source = _load(data_config, data_config.eval_split)
+  transform = preprocess.eval_transform(data_config.image_size, data_config.num_classes)
+
+  def prepare(example: data_sources.Features) -> data_sources.Features:
+    return {**transform(source.decode(example)), "mask": tf.constant(1.0)}
+
+  dataset = source.dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  padding = tf.data.Dataset.from_tensors(
+      tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), dataset.element_spec))
+  # The largest shard of a split cut evenly over processes (data_sources.process_range) sets the
+  # number of batches, so every process takes part in every step of the evaluation.
+  largest_shard = -(-source.num_split_examples // jax.process_count())
+  num_batches = -(-largest_shard // local_batch_size)
+  dataset = dataset.concatenate(padding.repeat()).take(num_batches * local_batch_size)
+  return dataset.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _to_global(dataset: tf.data.Dataset, sharding: jax.sharding.NamedSharding,
+               prefetch: int) -> Iterator[dict[str, jax.Array]]:
+  """Turns local numpy batches into global jax.Arrays, `prefetch` batches ahead on the devices."""
+  ahead = collections.deque()
+  for batch in dataset.as_numpy_iterator():
+    ahead.append({key: jax.make_array_from_process_local_data(sharding, value)
+                  for key, value in batch.items()})
+    if len(ahead) > prefetch:
+      yield ahead.popleft()
+  yield from ahead

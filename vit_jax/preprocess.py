@@ -1,0 +1,109 @@
+"""Image transforms for training and evaluation, in TensorFlow (they run inside tf.data).
+
+Every transform maps {'image': uint8 [H, W, 3], 'label': int64 []} to {'image': float32
+[S, S, 3] in [-1, 1], 'label': float32 one-hot [num_classes]}, the model's input convention.
+Randomness is stateless: each random op takes a seed tensor (shape [2]) the caller derives from
+(config seed, example position), so an augmented example is a pure function of both.
+"""
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+Features = dict[str, tf.Tensor]
+
+TRAIN_AUGMENTS = ("pretrain", "finetune", "none")
+# Fine-tuning resizes to this multiple of the crop size, then crops (256 -> 224, as is usual; the
+# official ViT fine-tuning code resizes to 448 and crops 384, a ratio of 7/6).
+FINETUNE_RESIZE_RATIO = 8 / 7
+INCEPTION_AREA_RANGE = (0.05, 1.0)
+INCEPTION_ASPECT_RANGE = (3 / 4, 4 / 3)
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+  """[0, 255] -> float32 [-1, 1]."""
+  return tf.cast(image, tf.float32) / 127.5 - 1.0
+
+
+def _resize(image: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
+  return tf.image.resize(image, tf.stack([height, width]), method="bilinear")
+
+
+def _finish(image: tf.Tensor, label: tf.Tensor, image_size: int, num_classes: int) -> Features:
+  image = tf.ensure_shape(normalize(image), [image_size, image_size, 3])
+  return {"image": image, "label": tf.one_hot(label, num_classes, dtype=tf.float32)}
+
+
+def central_crop(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Resizes the shorter side to `image_size`, then cuts the central square (float32 [0, 255])."""
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = image_size / tf.reduce_min(shape)
+  new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
+  image = _resize(image, new_shape[0], new_shape[1])
+  return tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+
+
+def inception_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+  """A random box of 5%-100% of the area and aspect 3/4-4/3, resized to the square."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image),
+      bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+      seed=seed,
+      min_object_covered=0.0,
+      aspect_ratio_range=INCEPTION_ASPECT_RANGE,
+      area_range=INCEPTION_AREA_RANGE,
+      use_image_if_no_bounding_boxes=True)
+  return _resize(tf.slice(image, begin, size), image_size, image_size)
+
+
+def eval_transform(image_size: int, num_classes: int) -> Callable[[Features], Features]:
+  """Resize and central crop: the deterministic view used for evaluation."""
+
+  def transform(features: Features) -> Features:
+    image = central_crop(features["image"], image_size)
+    return _finish(image, features["label"], image_size, num_classes)
+
+  return transform
+
+
+def train_transform(
+    augment: str, image_size: int, num_classes: int) -> Callable[[Features, tf.Tensor], Features]:
+  """The training transform `augment` (config.dataset.train_augment) as f(features, seed).
+
+  pretrain: inception crop + random flip. finetune: resize to `FINETUNE_RESIZE_RATIO` x the size,
+  random crop, random flip (the official fine-tuning recipe). none: as for evaluation.
+  """
+  if augment not in TRAIN_AUGMENTS:
+    raise ValueError(f"config.dataset.train_augment={augment!r} is not one of {TRAIN_AUGMENTS}.")
+  resize_size = round(image_size * FINETUNE_RESIZE_RATIO)
+
+  def transform(features: Features, seed: tf.Tensor) -> Features:
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    image = features["image"]
+    if augment == "none":
+      image = central_crop(image, image_size)
+    else:
+      if augment == "pretrain":
+        image = inception_crop(image, image_size, crop_seed)
+      else:
+        image = _resize(image, resize_size, resize_size)
+        image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
+      image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return _finish(image, features["label"], image_size, num_classes)
+
+  return transform
+
+
+def mixup(batch: Features, alpha: float, seed: tf.Tensor) -> Features:
+  """Mixes each example of a batch with its neighbour: lam * x + (1 - lam) * roll(x).
+
+  One lam ~ Beta(alpha, alpha) per batch, drawn from `seed` (shape [2]). Labels must be one-hot (or
+  soft) float [B, C]; the mixed labels still sum to 1.
+  """
+  gammas = tf.random.stateless_gamma([2], seed=seed, alpha=tf.constant(alpha, tf.float64),
+                                     dtype=tf.float64)
+  lam = tf.cast(gammas[0] / (gammas[0] + gammas[1]), tf.float32)
+  mixed = dict(batch)
+  for key in ("image", "label"):
+    mixed[key] = lam * batch[key] + (1.0 - lam) * tf.roll(batch[key], shift=1, axis=0)
+  return mixed
