@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_classes=10,
       image_size=224,          # the model's input resolution
       train_augment="finetune",  # pretrain (inception crop + flip) | finetune (resize, random crop, flip) | none
+      random_flip=True,        # mirror training images (off for digits and text)
       mixup_alpha=0.0,         # > 0 mixes pairs of training images and labels
       shuffle_buffer=50_000,
       on_bad_image="skip",     # image folders: skip (counted in the log) | fail

@@ -99,3 +99,14 @@ def test_mixup_is_a_pure_function_of_the_seed():
   lams = [preprocess.mixup(_batch(), 0.4, _seed(0, step))["label"].numpy()[1, 1]
           for step in (5, 5, 6)]
   assert lams[0] == lams[1] != lams[2]
+
+
+def test_finetune_without_flip_never_mirrors():
+  # An image whose left and right halves differ: a mirrored crop would swap them.
+  image = tf.concat([tf.zeros([SIZE, SIZE // 2, 3], tf.uint8),
+                     tf.fill([SIZE, SIZE - SIZE // 2, 3], tf.constant(255, tf.uint8))], axis=1)
+  example = {"image": image, "label": tf.constant(1, tf.int64)}
+  transform = preprocess.train_transform("finetune", SIZE, CLASSES, random_flip=False)
+  for i in range(8):
+    out = transform(example, _seed(i, 0))["image"].numpy()
+    assert out[:, 0].mean() < out[:, -1].mean()

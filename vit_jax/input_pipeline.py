@@ -126,7 +126,8 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
   """This process's batches from step `start_step` on, without decoding any skipped example."""
   source = _load(data_config, data_config.train_split)
   transform = preprocess.train_transform(
-      data_config.train_augment, data_config.image_size, data_config.num_classes)
+      data_config.train_augment, data_config.image_size, data_config.num_classes,
+      random_flip=data_config.random_flip)
   shuffle_buffer = max(1, min(data_config.shuffle_buffer, source.num_examples))
 
   def epoch(index: tf.Tensor) -> tf.data.Dataset:

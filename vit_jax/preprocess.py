@@ -66,12 +66,13 @@ def eval_transform(image_size: int, num_classes: int) -> Callable[[Features], Fe
   return transform
 
 
-def train_transform(
-    augment: str, image_size: int, num_classes: int) -> Callable[[Features, tf.Tensor], Features]:
+def train_transform(augment: str, image_size: int, num_classes: int,
+                    random_flip: bool = True) -> Callable[[Features, tf.Tensor], Features]:
   """The training transform `augment` (config.dataset.train_augment) as f(features, seed).
 
   pretrain: inception crop + random flip. finetune: resize to `FINETUNE_RESIZE_RATIO` x the size,
   random crop, random flip (the official fine-tuning recipe). none: as for evaluation.
+  `random_flip=False` keeps the crops but never mirrors (digits and text are not mirror-symmetric).
   """
   if augment not in TRAIN_AUGMENTS:
     raise ValueError(f"config.dataset.train_augment={augment!r} is not one of {TRAIN_AUGMENTS}.")
@@ -88,7 +89,8 @@ def train_transform(
       else:
         image = _resize(image, resize_size, resize_size)
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
-      image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+      if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
     return _finish(image, features["label"], image_size, num_classes)
 
   return transform

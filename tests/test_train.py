@@ -1,0 +1,159 @@
+"""The training system: sharded steps equal one device, accumulation, resume, preemption, NaN guard."""
+
+import json
+import os
+import signal
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from vit_jax import input_pipeline
+from vit_jax import sharding
+from vit_jax import train
+from vit_jax import workdir as workdir_lib
+
+
+def tiny_config(**overrides):
+  """A 2-block ViT on the real digits, 8x8 with 4x4 patches: each step takes milliseconds."""
+  config = common.get_config()
+  config.model.patches.size = (4, 4)
+  config.model.hidden_size = 64
+  config.model.transformer.update(mlp_dim=128, num_heads=2, num_layers=2, dropout_rate=0.0)
+  config.dataset.update(source="digits", num_classes=10, image_size=8, shuffle_buffer=2_000,
+                        random_flip=False)
+  config.update(batch_size=16, eval_batch_size=64, total_steps=6, log_every=2, eval_every=3,
+                checkpoint_every=3)
+  config.optimizer.update(warmup_steps=2, learning_rate=1e-3)
+  config.update(overrides)
+  return config
+
+
+def random_batches(config, num, seed=0):
+  rng = np.random.default_rng(seed)
+  size, classes = config.dataset.image_size, config.dataset.num_classes
+  return [{"image": rng.uniform(-1, 1, (config.batch_size, size, size, 3)).astype(np.float32),
+           "label": np.eye(classes, dtype=np.float32)[rng.integers(0, classes, config.batch_size)]}
+          for _ in range(num)]
+
+
+def run_steps(config, mesh, batches):
+  """Losses and final params of `len(batches)` steps on `mesh`."""
+  model = train.create_model(config)
+  tx = train.create_optimizer(config, model)
+  state, state_sharding = train.create_train_state(config, model, tx, mesh)
+  step = jax.jit(train.make_train_step(model, tx, config),
+                 in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)))
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
+    losses.append(float(metrics["loss"]))
+  return np.array(losses), jax.device_get(state.params), state
+
+
+@pytest.mark.parametrize("strategy", ["data", "fsdp"])
+def test_eight_devices_train_like_one(strategy):
+  config = tiny_config(sharding=strategy)
+  batches = random_batches(config, 3)
+  one = sharding.create_mesh(config.mesh, devices=jax.devices()[:1])
+  eight = sharding.create_mesh(config.mesh)
+  assert eight.devices.size == 8
+  losses_1, params_1, _ = run_steps(config, one, batches)
+  losses_8, params_8, state_8 = run_steps(config, eight, batches)
+  np.testing.assert_allclose(losses_8, losses_1, atol=1e-5, rtol=0)
+  chex.assert_trees_all_close(params_8, params_1, atol=1e-5, rtol=0)
+  kernel = state_8.params["Transformer"]["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"]
+  expected = (jax.sharding.PartitionSpec() if strategy == "data"
+              else jax.sharding.PartitionSpec(None, "data"))
+  assert kernel.sharding.spec == expected
+  if strategy == "fsdp":  # Adam moments are split like their params.
+    assert len({shard.data.shape for shard in kernel.addressable_shards}) == 1
+    assert kernel.addressable_shards[0].data.shape == (64, 16)
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  batches = random_batches(tiny_config(), 2)
+  mesh = sharding.create_mesh(tiny_config().mesh)
+  losses_full, params_full, _ = run_steps(tiny_config(), mesh, batches)
+  config = tiny_config()
+  config.optimizer.accum_steps = 2
+  losses_accum, params_accum, _ = run_steps(config, mesh, batches)
+  np.testing.assert_allclose(losses_accum, losses_full, atol=1e-6, rtol=0)
+  chex.assert_trees_all_close(params_accum, params_full, atol=1e-6, rtol=0)
+
+
+def test_batch_that_does_not_split_over_devices_fails_at_start(tmp_path):
+  with pytest.raises(ValueError, match="batch_size 12 .* use a multiple of 8"):
+    train.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path))
+
+
+def test_run_writes_config_checkpoints_and_results(tmp_path):
+  state, results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert int(state.step) == 6
+  written = workdir_lib.read_results(tmp_path)
+  for key in ("accuracy", "top5", "loss", "steps", "train_seconds", "images_per_second", "config"):
+    assert key in written
+  assert written["steps"] == 6 and 0. <= written["accuracy"] <= written["top5"] <= 1.
+  assert written["accuracy"] == results["accuracy"]
+  assert workdir_lib.read_config(tmp_path).dataset.source == "digits"
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [3, 6]
+  _, params = workdir_lib.load_params(tmp_path)
+  chex.assert_trees_all_equal(params, jax.device_get(state.params))
+
+
+def test_sigterm_saves_and_a_rerun_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):
+  config = tiny_config(total_steps=8, checkpoint_every=100)
+  uninterrupted, _ = train.train_and_evaluate(config, str(tmp_path / "uninterrupted"))
+
+  real_train_batches = input_pipeline.train_batches
+
+  def preempted_after_three(*args, **kwargs):
+    for i, batch in enumerate(real_train_batches(*args, **kwargs)):
+      if i == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_batches", preempted_after_three)
+  stopped, results = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert results["preempted"] and int(stopped.step) < 8
+  assert workdir_lib.read_results(tmp_path / "resumed") is None
+  monkeypatch.setattr(input_pipeline, "train_batches", real_train_batches)
+  resumed, _ = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert int(resumed.step) == 8
+  chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(uninterrupted.params))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = tiny_config(total_steps=40, checkpoint_every=2, log_every=2)
+  config.optimizer.update(learning_rate=1e12, warmup_steps=4, grad_clip_norm=0.)
+  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is kept"):
+    train.train_and_evaluate(config, str(tmp_path))
+  _, params = workdir_lib.load_params(tmp_path)
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_init_from_an_official_checkpoint_resizes_position_embeddings(tmp_path):
+  fixture = os.path.join(os.path.dirname(__file__), "fixtures", "official_vit", "vit_token.npz")
+  config = tiny_config(total_steps=3, init_checkpoint=fixture)
+  config.model.hidden_size = 32
+  config.model.transformer.update(mlp_dim=64, num_heads=2)
+  config.dataset.image_size = 16  # the fixture's 8x8 grid becomes 4x4
+  reference = np.load(fixture)
+  model = train.create_model(config)
+  tx = train.create_optimizer(config, model)
+  state, _ = train.create_train_state(config, model, tx, sharding.create_mesh(config.mesh))
+  params = train.load_init_params(config, jax.device_get(state.params))
+  np.testing.assert_array_equal(params["embedding"]["kernel"], reference["embedding/kernel"])
+  np.testing.assert_array_equal(params["head"]["kernel"], reference["head/kernel"])
+  assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 17, 32)
+  trained, _ = train.train_and_evaluate(config, str(tmp_path))
+  assert int(trained.step) == 3
+
+
+def test_results_json_is_plain_json(tmp_path):
+  train.train_and_evaluate(tiny_config(total_steps=3), str(tmp_path))
+  with open(tmp_path / "results.json") as f:
+    assert json.load(f)["config"]["dataset"]["source"] == "digits"

@@ -1,0 +1,55 @@
+"""Command-line entry: parses flags and calls `train.train_and_evaluate`; nothing else lives here.
+
+  python -m vit_jax.main --config=configs/digits.py --workdir=runs/digits [--config.total_steps=100]
+
+Multi-host: run the same command on every host. TPU pods and SLURM are detected; elsewhere pass
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+"""
+
+import json
+import logging as std_logging
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go (local or gs://).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() with auto-detection (TPU pods, SLURM).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _only_warnings_from_libraries(record: std_logging.LogRecord) -> bool:
+  """Orbax logs every step of every save at INFO; keep the console for the run's own progress."""
+  return record.levelno >= std_logging.WARNING or "/vit_jax/" in record.pathname
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  logging.get_absl_handler().addFilter(_only_warnings_from_libraries)
+  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+  if _COORDINATOR.value or _DISTRIBUTED.value:
+    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _, results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  summary = {k: v for k, v in results.items() if k != "config"}
+  logging.info("Done: %s", json.dumps(summary))
+  print(json.dumps(summary), flush=True)
+
+
+def run() -> None:
+  """Console-script entry point (`vit-train`)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

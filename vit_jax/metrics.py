@@ -1,0 +1,76 @@
+"""Training metrics: clu writers, a concise progress line, FLOPs of a compiled step, and MFU.
+
+MFU needs the device's peak FLOP/s: known accelerators come from a table of published dense peaks;
+elsewhere (CPUs) MFU is left out unless `config.peak_flops_per_device` gives one.
+"""
+
+import time
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+import jax
+
+# Dense peak FLOP/s per device (bf16; TPU v2/v3 per core), from the vendors' data sheets.
+_PEAK_FLOPS = (
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("V100", 125e12),
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
+    ("TPU v4", 275e12), ("TPU v3", 61.5e12), ("TPU v2", 22.5e12),
+)
+
+
+def device_peak_flops(device: jax.Device | None = None) -> float | None:
+  kind = (device or jax.devices()[0]).device_kind
+  return next((flops for name, flops in _PEAK_FLOPS if name.lower() in kind.lower()), None)
+
+
+def compiled_flops(compiled: Any) -> float | None:
+  """FLOPs of one call of a compiled function, from XLA's cost analysis (None if unavailable)."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+def create_writer(workdir: str) -> metric_writers.MetricWriter:
+  """TensorBoard events in the workdir (process 0 only); other processes log nothing twice."""
+  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0,
+                                              asynchronous=True)
+
+
+class Progress:
+  """Images/s, ETA and MFU over the steps since the last report: `report(step)` returns them."""
+
+  def __init__(self, *, first_step: int, total_steps: int, global_batch_size: int,
+               step_flops: float | None, peak_flops_per_device: float | None):
+    self._total_steps = total_steps
+    self._batch = global_batch_size
+    self._step_flops = step_flops
+    self._peak = peak_flops_per_device
+    self._last_step, self._last_time = first_step, time.perf_counter()
+
+  def report(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    steps, seconds = step - self._last_step, max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    if steps <= 0:
+      return {}
+    steps_per_second = steps / seconds
+    out = {
+        "images_per_second": steps_per_second * self._batch,
+        "images_per_second_per_device": steps_per_second * self._batch / jax.device_count(),
+        "eta_minutes": (self._total_steps - step) / steps_per_second / 60,
+    }
+    if self._step_flops and self._peak:
+      out["mfu"] = steps_per_second * self._step_flops / (self._peak * jax.device_count())
+    return out
+
+
+def log_line(step: int, total_steps: int, metrics: dict[str, float]) -> None:
+  parts = [f"step {step}/{total_steps}"]
+  formats = (("loss", "loss {:.4f}"), ("learning_rate", "lr {:.2e}"), ("grad_norm", "|g| {:.3f}"),
+             ("images_per_second", "{:.1f} img/s"), ("images_per_second_per_device", "({:.1f}/device)"),
+             ("mfu", "MFU {:.1%}"), ("eta_minutes", "ETA {:.1f} min"))
+  parts += [fmt.format(metrics[key]) for key, fmt in formats if key in metrics]
+  logging.info(" | ".join(parts))
