@@ -35,6 +35,7 @@ def _vit(name: str, width: str, patch: int) -> ml_collections.ConfigDict:
       transformer=dict(mlp_dim=mlp_dim, num_heads=num_heads, num_layers=num_layers,
                        dropout_rate=dropout_rate, attention_dropout_rate=0.0),
       classifier="token",        # token | gap | map
+      class_token=None,          # None: only for the token classifier; True adds one to gap/map
       representation_size=None,  # int: a tanh pre-logits layer of that width before the head
       resnet=None,               # hybrids: dict(num_layers=stages, width_factor=1)
       num_classes=1000,

@@ -205,3 +205,16 @@ def test_parameter_names_follow_the_official_checkpoints(tiny_model_config):
           "Transformer/encoderblock_1/MlpBlock_3/Dense_1/kernel",
           "Transformer/encoderblock_1/LayerNorm_2/scale", "Transformer/encoder_norm/bias",
           "head/kernel"} <= names
+
+
+def test_gap_with_class_token_averages_patch_tokens_only(tiny_model_config):
+  tiny_model_config.classifier = "gap"
+  tiny_model_config.class_token = True
+  model = models.create(tiny_model_config, num_classes=0)
+  params = randomize(init(model))
+  assert params["cls"].shape == (1, 1, 32)
+  _, state = model.apply({"params": params}, IMAGES, capture_intermediates=True)
+  tokens = state["intermediates"]["Transformer"]["__call__"][0]
+  chex.assert_shape(tokens, (2, 65, 32))
+  np.testing.assert_allclose(model.apply({"params": params}, IMAGES), tokens[:, 1:].mean(axis=1),
+                             atol=1e-6)

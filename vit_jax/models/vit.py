@@ -192,6 +192,7 @@ class VisionTransformer(nn.Module):
   hidden_size: int
   transformer: dict
   classifier: str = "token"
+  class_token: bool | None = None  # None: only with the token classifier (timm: cls + avg pooling)
   representation_size: int | None = None
   resnet: dict | None = None
   posemb: str = "learn"
@@ -226,7 +227,7 @@ class VisionTransformer(nn.Module):
       x = x + posemb_sincos_2d(h, w, c).astype(x.dtype)
     elif self.posemb != "learn":
       raise ValueError(f"Unknown posemb {self.posemb!r}; use 'learn' or 'sincos2d'.")
-    if self.classifier == "token":
+    if self._has_class_token:
       cls = self.param("cls", nn.initializers.zeros, (1, 1, c), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), [n, 1, 1]), x], axis=1)
 
@@ -244,6 +245,10 @@ class VisionTransformer(nn.Module):
                    name="head")(x)
     return x.astype(jnp.float32)
 
+  @property
+  def _has_class_token(self) -> bool:
+    return self.classifier == "token" if self.class_token is None else self.class_token
+
   def _normalize_pixels(self, images):
     """Maps [-1, 1] inputs to the normalisation the weights were trained with (identity by default)."""
     x = images.astype(self.dtype)
@@ -256,7 +261,7 @@ class VisionTransformer(nn.Module):
     if self.classifier == "token":
       x = x[:, 0]
     elif self.classifier == "gap":
-      x = jnp.mean(x, axis=1)
+      x = jnp.mean(x[:, 1:] if self._has_class_token else x, axis=1)
     elif self.classifier == "map":
       x = MAPHead(num_heads=self.transformer["num_heads"], mlp_dim=self.transformer["mlp_dim"],
                   dtype=self.dtype, layer_norm_epsilon=self.layer_norm_epsilon,
