@@ -103,13 +103,21 @@ def test_resolution_comes_from_the_checkpoint(tmp_path):
   np.testing.assert_array_equal(params["Transformer"]["posembed_input"]["pos_embedding"], flat[posemb])
 
 
+def test_resolution_of_a_grid_that_is_not_square_must_be_given(tmp_path):
+  flat = checkpoint.load_npz(FIXTURES / "vit_token.npz")
+  flat["Transformer/posembed_input/pos_embedding"] = np.zeros((1, 1 + 8 * 5, 32), np.float32)
+  np.savez(tmp_path / "wide.npz", **flat)
+  with pytest.raises(ValueError, match="41 tokens.*--image_size"):
+    predict.load_checkpoint(_fixture_config()[0], tmp_path / "wide.npz")
+
+
 def test_checkpoint_of_another_model_is_reported():
   model_config, _, _ = _fixture_config()
   model_config.hidden_size = 64
   with pytest.raises(ValueError, match=r"(?s)does not fit model vit_token.*embedding/kernel"):
     predict.load_checkpoint(model_config, FIXTURES / "vit_token.npz")
   model_config, _, _ = _fixture_config()
-  with pytest.raises(ValueError, match="classifier='token'.*not a square patch grid plus a class token"):
+  with pytest.raises(ValueError, match=r"(?s)vit_gap.npz does not fit model vit_token.*class-token"):
     predict.load_checkpoint(model_config, FIXTURES / "vit_gap.npz")
 
 

@@ -150,18 +150,17 @@ def _trained_resolution(model: nn.Module, flat: dict[str, np.ndarray], path: str
   if _POSEMB not in flat or model.posemb != "learn":
     raise ValueError(f"Cannot tell the resolution of {path} (no learned position embedding): "
                      "pass image_size (--image_size).")
-  prefix = 1 if model.classifier == "token" else 0
+  # A square grid, after at most one class token: the grid side is the integer square root.
   tokens = flat[_POSEMB].shape[1]
-  grid = math.isqrt(tokens - prefix)
-  if grid * grid != tokens - prefix:
-    raise ValueError(
-        f"Checkpoint {path} does not fit a model with classifier={model.classifier!r}: its position "
-        f"embedding has {tokens} tokens, not a square patch grid{' plus a class token' if prefix else ''}.")
+  grid = math.isqrt(tokens)
+  if tokens - grid * grid > 1:
+    raise ValueError(f"Cannot tell the resolution of {path}: its position embedding has {tokens} tokens, "
+                     "not a square patch grid (after a class token); pass image_size (--image_size).")
   # One abstract init at a probe size gives the pixels per grid cell, ResNet stem included.
   probe = 64 * model.patches[0]
   probe_tokens = jax.eval_shape(lambda: _init(model, probe))["Transformer"]["posembed_input"][
       "pos_embedding"].shape[1]
-  return grid * probe // math.isqrt(probe_tokens - prefix)
+  return grid * probe // math.isqrt(probe_tokens)
 
 
 def class_names(labels: str | None, num_classes: int) -> list[str]:
