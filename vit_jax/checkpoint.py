@@ -166,7 +166,7 @@ def adapt(restored: Params, init_params: Params, model_config: ml_collections.Co
     if key in init and (key not in restored or restored[key].shape != init[key].shape):
       logging.info("New head %s %s (the checkpoint's is %s)", key, init[key].shape,
                    getattr(restored.get(key), "shape", None))
-      restored[key] = np.asarray(init[key])
+      restored[key] = np.zeros(init[key].shape, init[key].dtype)  # heads start at zero
   for key in list(restored):
     if key.split("/")[0] in ("head", "pre_logits") and key not in init:
       logging.info("Dropping %s: the model has no such layer.", key)
