@@ -3,7 +3,9 @@
 Reads top to bottom: mesh, model, optimizer, state (fresh, pretrained, or resumed), jitted steps, then
 the loop that owns all I/O (batches, logs, evaluation, checkpoints, preemption). The steps are pure:
 `train_step(state, batch) -> (state, metrics)`; every random number comes from the state's key folded
-with the step, so a resumed run repeats exactly what the uninterrupted one would have done.
+with the step, so a resumed run repeats exactly what the uninterrupted one would have done. The step
+functions and the state live in `vit_jax.steps` (importable without TensorFlow); their names are
+re-exported here.
 """
 
 import signal
@@ -13,7 +15,6 @@ from typing import Any, Callable, Iterator
 
 from absl import logging
 from etils import epath
-import flax
 import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
@@ -24,46 +25,16 @@ import optax
 
 from vit_jax import checkpoint
 from vit_jax import input_pipeline
-from vit_jax import losses
 from vit_jax import metrics
-from vit_jax import models
-from vit_jax import optim
 from vit_jax import pretrained
 from vit_jax import sharding
 from vit_jax import workdir as workdir_lib
-
-Batch = dict[str, jax.Array]
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  rng: jax.Array  # raw uint32 key data: orbax saves it like any array
+from vit_jax.steps import Batch, TrainState, create_model, create_optimizer, init_train_state
+from vit_jax.steps import make_eval_step, make_train_step
 
 
 class NonFiniteLossError(RuntimeError):
   pass
-
-
-def create_model(config: ml_collections.ConfigDict) -> nn.Module:
-  return models.create(config.model, num_classes=config.dataset.num_classes)
-
-
-def init_train_state(config: ml_collections.ConfigDict, model: nn.Module,
-                     tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
-  """A fresh state: model init, optimizer init, and the key that all later randomness derives from."""
-  init_rng, state_rng = jax.random.split(rng)
-  size = config.dataset.image_size
-  params = model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(state_rng))
-
-
-def create_optimizer(config: ml_collections.ConfigDict, model: nn.Module) -> optax.GradientTransformation:
-  abstract = jax.eval_shape(lambda: init_train_state(config, model, optax.identity(), jax.random.key(0)))
-  return optim.create_optimizer(config.optimizer, config.total_steps, abstract.params)
 
 
 def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
@@ -82,60 +53,6 @@ def load_init_params(config: ml_collections.ConfigDict, init_params: Any) -> Any
     _, restored = workdir_lib.load_params(path)
     return checkpoint.adapt(restored, init_params, config.model)
   return checkpoint.load_pretrained(pretrained.resolve(config.init_checkpoint), init_params, config.model)
-
-
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """The pure step; with `optimizer.accum_steps > 1` the batch is split into micro-batches whose
-  gradients are averaged in a `lax.scan`, so memory holds one micro-batch of activations."""
-  loss_fn = losses.loss_fn(config.loss)
-  accum_steps = config.optimizer.accum_steps
-  schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
-
-  def micro_loss(params, images, labels, rng):
-    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
-    return jnp.mean(loss_fn(logits, labels))
-
-  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grad_fn = jax.value_and_grad(micro_loss)
-    if accum_steps == 1:
-      loss, grads = grad_fn(state.params, batch["image"], batch["label"], rng)
-    else:
-      split = lambda x: x.reshape((accum_steps, -1) + x.shape[1:])
-      micro = (split(batch["image"]), split(batch["label"]), jax.random.split(rng, accum_steps))
-
-      def accumulate(carry, xs):
-        loss, grads = grad_fn(state.params, *xs)
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
-
-      zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
-      (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
-      loss, grads = jax.tree.map(lambda x: x / accum_steps, (loss, grads))
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                    "learning_rate": schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
-
-  return train_step
-
-
-def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict]:
-  """Sums over the real (mask 1) examples of a batch: top-1 and top-5 hits, loss, count."""
-
-  def eval_step(params, batch: Batch) -> dict:
-    logits = model.apply({"params": params}, batch["image"], train=False)
-    mask, labels = batch["mask"], jnp.argmax(batch["label"], axis=-1)
-    top5 = jnp.argsort(logits, axis=-1)[:, -5:]
-    return {
-        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
-        "correct_top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
-        "loss": jnp.sum(optax.softmax_cross_entropy(logits, batch["label"]) * mask),
-        "count": jnp.sum(mask),
-    }
-
-  return eval_step
 
 
 def evaluate(eval_step: Callable, params: Any, batches: Iterator[Batch]) -> dict[str, float]:
@@ -241,6 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
       if not is_last:
         batch = next(batches)
   finally:
+    batches.close()  # stops tf.data's background threads before anything they feed goes away
     manager.wait_until_finished()
     manager.close()
     writer.flush()
