@@ -29,6 +29,7 @@ from vit_jax import metrics
 from vit_jax import pretrained
 from vit_jax import sharding
 from vit_jax import workdir as workdir_lib
+from vit_jax.evaluators import fewshot
 from vit_jax.steps import Batch, TrainState, create_model, create_optimizer, init_train_state
 from vit_jax.steps import make_eval_step, make_train_step
 
@@ -115,6 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                                          seed=config.seed, start_step=first_step, sharding=batch_sharding)
   eval_batches = lambda: input_pipeline.eval_batches(
       config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding)
+  fewshot_eval = fewshot.from_config(config, mesh)  # {} unless the config has a `fewshot` section
 
   writer = metrics.create_writer(workdir)
   batch = next(batches)
@@ -147,6 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         metrics.log_line(step, config.total_steps, step_metrics)
       if step % config.eval_every == 0 or is_last:
         eval_metrics = evaluate(eval_step, state.params, eval_batches())
+        eval_metrics.update(fewshot_eval(state.params))
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
       preempted = _stop_requested(stop)

@@ -1,0 +1,102 @@
+"""The pure step functions and the train state they act on, apart from the loop that drives them.
+
+`train.py` joins these to the data and the checkpoints; benchmarks and notebooks use them alone. This
+module imports neither the input pipeline nor any metric writer, so it (and the benchmarks) run where
+TensorFlow is not installed, such as a bare GPU machine.
+"""
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from vit_jax import losses
+from vit_jax import models
+from vit_jax import optim
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # raw uint32 key data: orbax saves it like any array
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  return models.create(config.model, num_classes=config.dataset.num_classes)
+
+
+def init_train_state(config: ml_collections.ConfigDict, model: nn.Module,
+                     tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+  """A fresh state: model init, optimizer init, and the key that all later randomness derives from."""
+  init_rng, state_rng = jax.random.split(rng)
+  size = config.dataset.image_size
+  params = model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(state_rng))
+
+
+def create_optimizer(config: ml_collections.ConfigDict, model: nn.Module) -> optax.GradientTransformation:
+  abstract = jax.eval_shape(lambda: init_train_state(config, model, optax.identity(), jax.random.key(0)))
+  return optim.create_optimizer(config.optimizer, config.total_steps, abstract.params)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """The pure step; with `optimizer.accum_steps > 1` the batch is split into micro-batches whose
+  gradients are averaged in a `lax.scan`, so memory holds one micro-batch of activations."""
+  loss_fn = losses.loss_fn(config.loss)
+  accum_steps = config.optimizer.accum_steps
+  schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
+
+  def micro_loss(params, images, labels, rng):
+    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
+    return jnp.mean(loss_fn(logits, labels))
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    grad_fn = jax.value_and_grad(micro_loss)
+    if accum_steps == 1:
+      loss, grads = grad_fn(state.params, batch["image"], batch["label"], rng)
+    else:
+      split = lambda x: x.reshape((accum_steps, -1) + x.shape[1:])
+      micro = (split(batch["image"]), split(batch["label"]), jax.random.split(rng, accum_steps))
+
+      def accumulate(carry, xs):
+        loss, grads = grad_fn(state.params, *xs)
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+      zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
+      (loss, grads), _ = jax.lax.scan(accumulate, zeros, micro)
+      loss, grads = jax.tree.map(lambda x: x / accum_steps, (loss, grads))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                    "learning_rate": schedule(state.step)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict]:
+  """Sums over the real (mask 1) examples of a batch: top-1 and top-5 hits, loss, count."""
+
+  def eval_step(params, batch: Batch) -> dict:
+    logits = model.apply({"params": params}, batch["image"], train=False)
+    mask, labels = batch["mask"], jnp.argmax(batch["label"], axis=-1)
+    top5 = jnp.argsort(logits, axis=-1)[:, -5:]
+    return {
+        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+        "correct_top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
+        "loss": jnp.sum(optax.softmax_cross_entropy(logits, batch["label"]) * mask),
+        "count": jnp.sum(mask),
+    }
+
+  return eval_step
