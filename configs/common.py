@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   config.sharding = "data"     # data (replicated params) | fsdp (params and optimizer state sharded)
 
+  config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
   config.log_every = 50
   config.eval_every = 1000

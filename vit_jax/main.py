@@ -6,9 +6,11 @@ Multi-host: run the same command on every host. TPU pods and SLURM are detected;
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 
+import importlib.util
 import json
 import logging as std_logging
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -46,9 +48,41 @@ def main(argv: list[str]) -> None:
   print(json.dumps(summary), flush=True)
 
 
+def _unknown_override(argv: list[str]) -> str | None:
+  """Names the first `--config.a.b=...` override whose key the config lacks, with the valid keys."""
+  config_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if config_arg is None:
+    return None
+  path, _, arg = config_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("_experiment_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for flag in argv:
+    if not flag.startswith("--config."):
+      continue
+    node, walked = config, []
+    for key in flag.split("=", 1)[0].removeprefix("--config.").split("."):
+      if not hasattr(node, "keys") or key not in node:
+        where = ".".join(walked) or "the config"
+        valid = sorted(node.keys()) if hasattr(node, "keys") else []
+        return f"Unknown config key {'.'.join(walked + [key])!r} in {flag!r}; valid keys of {where}: {valid}"
+      node, walked = node[key], walked + [key]
+  return None
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    message = _unknown_override(argv) or str(e)
+    print(f"FATAL Flags parsing error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
 def run() -> None:
   """Console-script entry point (`vit-train`)."""
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   progress = metrics.Progress(
       first_step=first_step, total_steps=config.total_steps, global_batch_size=config.batch_size,
       step_flops=metrics.compiled_flops(compiled),
-      peak_flops_per_device=config.get("peak_flops_per_device") or metrics.device_peak_flops())
+      peak_flops_per_device=config.peak_flops_per_device or metrics.device_peak_flops())
 
   stop = threading.Event()
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
