@@ -118,6 +118,7 @@ ROUND_TRIP_MODELS = {
     "token_fc_norm": dict(pooled_norm=True),
     "gap": dict(classifier="gap"),
     "gap_fc_norm_exact_gelu": dict(classifier="gap", pooled_norm=True, gelu_approximate=False),
+    "gap_class_token_fc_norm": dict(classifier="gap", class_token=True, pooled_norm=True),
     "map_imagenet_norm": dict(classifier="map", pixel_mean=(0.485, 0.456, 0.406),
                               pixel_std=(0.229, 0.224, 0.225)),
     "features_only_scanned": dict(num_classes=0, scan=True),
@@ -143,6 +144,54 @@ def test_round_trip_vit_jax_hf_vit_jax_is_exact(name, tmp_path):
   back_config, back = convert.load(tmp_path / "hf", "hf")
   _assert_same_params(back, params)
   assert back_config.to_dict() == config.to_dict()
+
+
+def test_timm_avg_pool_with_class_token_loads_as_gap_with_class_token(tmp_path):
+  """timm global_pool='avg' beside a class token (MAE fine-tunes): the class token is kept and the head
+  averages the patch tokens only. Only timm's own description is left, not our embedded config."""
+  config = _tiny_config(classifier="gap", class_token=True, pooled_norm=True, gelu_approximate=False)
+  params = _random_params(config)
+  convert.save(params, config, tmp_path / "timm", "timm")
+  hub = json.loads((tmp_path / "timm" / "config.json").read_text())
+  del hub[convert.CONFIG_KEY]
+  (tmp_path / "timm" / "config.json").write_text(json.dumps(hub))
+  state = safetensors.numpy.load_file(tmp_path / "timm" / "model.safetensors")
+  safetensors.numpy.save_file(state, tmp_path / "timm" / "model.safetensors")  # drops the metadata
+  assert {"cls_token", "fc_norm.weight"} <= set(state) and "norm.weight" not in state
+  assert hub["model_args"]["global_pool"] == "avg" and hub["model_args"]["class_token"]
+  back_config, back = convert.load(tmp_path / "timm", "timm")
+  assert (back_config.classifier, back_config.class_token, back_config.pooled_norm) == ("gap", True, True)
+  _assert_same_params(back, params)
+  images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(_apply(back_config, back, images), _apply(config, params, images))
+
+
+def test_timm_class_token_and_fc_norm_without_global_pool_raises(tmp_path):
+  config = _tiny_config(classifier="gap", class_token=True, pooled_norm=True)
+  convert.save(_random_params(config), config, tmp_path / "model.safetensors", "timm")
+  state = safetensors.numpy.load_file(tmp_path / "model.safetensors")
+  safetensors.numpy.save_file(state, tmp_path / "model.safetensors")  # drops our config
+  with pytest.raises(ValueError, match="global_pool"):
+    convert.load(tmp_path / "model.safetensors", "timm", num_heads=2)
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIP_MODELS))
+def test_round_trip_vit_jax_npz_is_exact(name, tmp_path):
+  config = _tiny_config(**ROUND_TRIP_MODELS[name])
+  params = _random_params(config)
+  convert.save(params, config, tmp_path / "model.npz", "vit_jax")
+  back_config, back = convert.load(tmp_path / "model.npz", "vit_jax")
+  _assert_same_params(back, params)
+  assert back_config.to_dict() == config.to_dict()
+
+
+def test_exports_refuse_a_class_token_the_format_would_pool_differently(tmp_path):
+  config = _tiny_config(classifier="gap", class_token=True)
+  with pytest.raises(ValueError, match="class token only to classify it"):
+    convert.save(_random_params(config), config, tmp_path / "bv.npz", "big_vision")
+  config = _tiny_config(classifier="map", class_token=True)
+  with pytest.raises(ValueError, match="MAP head leaves the class token out"):
+    convert.save(_random_params(config), config, tmp_path / "timm", "timm")
 
 
 def test_hf_transformers5_module_names_load_like_the_classic_ones(tmp_path):
