@@ -1,0 +1,75 @@
+"""Small models trained from scratch on Fashion-MNIST: 60,000 + 10,000 real 28x28 images, 10 classes.
+
+The runs of the data-scaling study (`experiments/data_scaling.py`) and the pretraining of the transfer
+study (`experiments/transfer_study.py`). The config arg names the model:
+  vit_tiny   ViT, 4x4 patches (7x7 grid), width 64, 4 blocks          (~0.14M parameters)
+  vit_small  ViT, 4x4 patches, width 128, 6 blocks                     (~0.8M parameters)
+  resnet     the convolutional baseline: the ResNetV2 stem of the hybrids (root + 2 stages) with no
+             transformer block, so ResNet -> 1x1 projection -> global average pool -> linear head
+Run (training-set size by split slicing, data from the Debian package `dataset-fashion-mnist`):
+  python -m vit_jax.main --config=configs/fashion_mnist.py:vit_small --workdir=runs/fmnist_vit_small \
+      --config.dataset.train_split='train[:10000]'
+Every evaluation also reports few-shot linear-probe accuracy on MNIST-5k (`fewshot_{k}shot`): how well
+the features transfer to another data set. Measured accuracies: experiments/results/data_scaling.csv.
+"""
+
+import ml_collections
+
+from configs import common
+from configs import models
+
+MODELS = ("vit_tiny", "vit_small", "resnet")
+
+
+def model_config(name: str) -> ml_collections.ConfigDict:
+  """The small models of the MNIST-sized studies (shared with configs/mnist5k.py)."""
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r} for the MNIST-sized studies; use one of {MODELS}.")
+  if name == "resnet":
+    config = models.get_model_config("R+ViT-Ti_16")
+    config.resnet = ml_collections.ConfigDict(dict(num_layers=(2, 2), width_factor=0.5))
+    config.patches.size = (1, 1)
+    config.hidden_size = 128
+    config.transformer.update(num_layers=0, num_heads=1, mlp_dim=1)  # no block: a pure ResNet
+  else:
+    config = models.get_model_config("ViT-Ti_16")
+    config.patches.size = (7, 7)
+    width, depth = {"vit_tiny": (64, 4), "vit_small": (128, 6)}[name]
+    config.hidden_size = width
+    config.transformer.update(mlp_dim=2 * width, num_heads=4, num_layers=depth, dropout_rate=0.0)
+  config.model_name = name
+  config.classifier = "gap"
+  return config
+
+
+def fewshot_config() -> ml_collections.ConfigDict:
+  """Few-shot linear probes on MNIST-5k (at the model's resolution), run at every evaluation."""
+  return ml_collections.ConfigDict(dict(
+      dataset=dict(source="mnist5k", train_split="train", eval_split="test", num_classes=10),
+      shots=(1, 5, 10, 25),
+      seeds=3,
+      l2_reg=1.0,
+      batch_size=1000,
+  ))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = common.get_config()
+  config.model = model_config(arg or "vit_tiny")
+
+  config.dataset.source = "fashion_mnist"
+  config.dataset.num_classes = 10
+  config.dataset.image_size = 28
+  config.dataset.train_augment = "finetune"  # resize to 32, random 28x28 crop, flip
+  config.dataset.shuffle_buffer = 60_000
+
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.total_steps = 1_500
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=100, weight_decay=0.05)
+  config.loss.label_smoothing = 0.1
+  config.log_every = 100
+  config.eval_every = config.get_ref("total_steps")  # once, at the end (follows overrides)
+  config.checkpoint_every = 500
+  config.fewshot = fewshot_config()
+  return config

@@ -1,0 +1,1 @@
+"""Fine-tuning recipes of the paper's transfer table, one config per data set (see recipe.py)."""

@@ -1,0 +1,138 @@
+"""Few-shot linear evaluation: the closed form equals a direct least-squares solve; real data beats chance."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import common
+from vit_jax import models
+from vit_jax import sharding
+from vit_jax import train
+from vit_jax import workdir as workdir_lib
+from vit_jax.evaluators import fewshot
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "official_vit", "vit_token.npz")
+
+
+def lstsq_probe(x, labels, num_classes, l2_reg):
+  """Ridge regression written out as one least-squares problem: [X 1; sqrt(l2) I 0] [W; b] = [Y; 0]."""
+  n, d = x.shape
+  y = 2. * np.eye(num_classes)[labels] - 1.
+  a = np.block([[x, np.ones((n, 1))], [np.sqrt(l2_reg) * np.eye(d), np.zeros((d, 1))]])
+  solution = np.linalg.lstsq(a, np.concatenate([y, np.zeros((d, num_classes))]), rcond=None)[0]
+  return solution[:d], solution[d]
+
+
+@pytest.mark.parametrize("num_examples,dim", [(60, 8), (10, 50)])  # primal and dual forms
+def test_probe_equals_direct_least_squares(num_examples, dim):
+  rng = np.random.default_rng(0)
+  x, labels = rng.normal(size=(num_examples, dim)), rng.integers(0, 5, num_examples)
+  x_test, labels_test = rng.normal(size=(40, dim)), rng.integers(0, 5, 40)
+  weights, bias = fewshot.fit_linear_probe(x, labels, 5, l2_reg=0.5)
+  expected_weights, expected_bias = lstsq_probe(x, labels, 5, 0.5)
+  np.testing.assert_allclose(weights, expected_weights, atol=1e-8)
+  np.testing.assert_allclose(bias, expected_bias, atol=1e-8)
+  expected = np.mean(np.argmax(x_test @ expected_weights + expected_bias, 1) == labels_test)
+  accuracy = fewshot.linear_probe_accuracy(jnp.asarray(x, jnp.float32), labels, x_test, labels_test,
+                                           5, l2_reg=0.5)
+  assert accuracy == pytest.approx(expected, abs=1e-9)
+
+
+def test_probe_needs_regularisation_and_valid_labels():
+  x = np.zeros((4, 3))
+  with pytest.raises(ValueError, match="l2_reg must be > 0"):
+    fewshot.fit_linear_probe(x, np.arange(4), 4, l2_reg=0.)
+  with pytest.raises(ValueError, match=r"Labels must lie in \[0, 3\)"):
+    fewshot.fit_linear_probe(x, np.arange(4), 3, l2_reg=1.)
+
+
+def test_shots_are_k_per_class_and_seeded():
+  labels = np.repeat(np.arange(4), 30)
+  chosen = fewshot.sample_shots(labels, 5, seed=1)
+  assert np.bincount(labels[chosen]).tolist() == [5, 5, 5, 5]
+  np.testing.assert_array_equal(chosen, fewshot.sample_shots(labels, 5, seed=1))
+  assert not np.array_equal(chosen, fewshot.sample_shots(labels, 5, seed=2))
+
+
+def test_real_digit_pixels_beat_chance_and_more_shots_help():
+  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+
+  digits = datasets.load_digits()
+  x, y = digits.data, digits.target
+  accuracies = fewshot.fewshot_accuracies(x[:1400], y[:1400], x[1400:], y[1400:], 10, shots=(1, 10),
+                                          seeds=3, l2_reg=1000.)
+  assert accuracies[1] > 0.5 and accuracies[10] > 0.75 and accuracies[10] > accuracies[1]  # chance: 0.1
+
+
+def tiny_config(**fewshot_settings):
+  config = common.get_config()
+  config.model.patches.size = (4, 4)
+  config.model.hidden_size = 32
+  config.model.transformer.update(mlp_dim=64, num_heads=2, num_layers=2)
+  config.dataset.update(source="digits", num_classes=10, image_size=16, random_flip=False,
+                        shuffle_buffer=2_000)
+  config.update(batch_size=32, eval_batch_size=304, total_steps=4, log_every=2, eval_every=4,
+                checkpoint_every=4)
+  config.optimizer.warmup_steps = 1
+  config.fewshot = ml_collections.ConfigDict(dict(
+      dataset=dict(train_split="train[:400]"), shots=(1, 5), seeds=2, l2_reg=1.0, batch_size=400))
+  config.fewshot.update(fewshot_settings)
+  return config
+
+
+def test_features_extracted_over_eight_devices_equal_one_device_apply():
+  config = tiny_config()
+  mesh = sharding.create_mesh(config.mesh)
+  assert mesh.devices.size == 8
+  evaluator = fewshot.from_config(config, mesh)
+  model = models.create(config.model, num_classes=0)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  features, labels = evaluator.features(params, "test[:20]")  # 20 rows padded to a batch of 400
+  assert features.shape == (20, 32) and labels.shape == (20,)
+
+  from vit_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  data = ml_collections.ConfigDict(config.dataset.to_dict())
+  data.eval_split = "test[:24]"
+  one_device = jax.sharding.NamedSharding(
+      sharding.create_mesh(config.mesh, devices=jax.devices()[:1]), jax.sharding.PartitionSpec("data"))
+  batch = next(input_pipeline.eval_batches(data, global_batch_size=24, sharding=one_device))
+  expected = model.apply({"params": params}, batch["image"], train=False)[:20]
+  np.testing.assert_allclose(features, expected, atol=1e-5)
+  np.testing.assert_array_equal(labels, np.argmax(batch["label"][:20], -1))
+
+
+def test_fewshot_section_is_checked():
+  mesh = sharding.create_mesh(common.get_config().mesh)
+  with pytest.raises(ValueError, match="Unknown keys \\['every'\\] in config.fewshot"):
+    fewshot.from_config(tiny_config(every=3), mesh)
+  config = tiny_config()
+  config.fewshot.dataset.image_size = 32
+  with pytest.raises(ValueError, match="cannot set \\['image_size'\\]"):
+    fewshot.from_config(config, mesh)
+  config.fewshot.shots = ()
+  assert fewshot.from_config(config, mesh)(None) == {}
+
+
+def test_training_reports_fewshot_and_a_finished_run_evaluates_standalone(tmp_path):
+  _, results = train.train_and_evaluate(tiny_config(), str(tmp_path))
+  written = workdir_lib.read_results(tmp_path)
+  for k in (1, 5):
+    assert 0.1 < written[f"fewshot_{k}shot"] <= 1. and written[f"fewshot_{k}shot"] == results[f"fewshot_{k}shot"]
+  data = ml_collections.ConfigDict(tiny_config().dataset.to_dict())
+  data.train_split = "train[:400]"
+  again = fewshot.evaluate_checkpoint(str(tmp_path), data, shots=(1, 5), seeds=2, l2_reg=1.0,
+                                      batch_size=400)
+  assert again == pytest.approx({k: v for k, v in results.items() if k.startswith("fewshot_")})
+
+
+def test_official_npz_is_evaluated_at_a_new_resolution():
+  model_config = tiny_config().model
+  data = ml_collections.ConfigDict(tiny_config().dataset.to_dict())
+  data.update(train_split="train[:200]", eval_split="test[:96]")  # 16px: the fixture's 8x8 grid -> 4x4
+  results = fewshot.evaluate_checkpoint(FIXTURE, data, model_config=model_config, shots=(2,), seeds=1,
+                                        l2_reg=1.0, batch_size=200)
+  assert set(results) == {"fewshot_2shot"} and 0. <= results["fewshot_2shot"] <= 1.
