@@ -13,11 +13,11 @@ import pytest
 from vit_jax import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).parent.parent
-TOTAL_STEPS = 150
+TOTAL_STEPS = 300
 FLAGS = ["--config=configs/digits.py", "--config.model.hidden_size=32",
          "--config.model.transformer.num_layers=1", "--config.model.transformer.mlp_dim=64",
          "--config.model.transformer.num_heads=2", "--config.batch_size=32",
-         f"--config.total_steps={TOTAL_STEPS}", "--config.checkpoint_every=10",
+         f"--config.total_steps={TOTAL_STEPS}", "--config.checkpoint_every=50",
          "--config.eval_every=100000", "--config.log_every=100", "--config.optimizer.warmup_steps=10"]
 
 
@@ -37,11 +37,9 @@ def finished_steps(workdir):
 @pytest.mark.slow
 def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path):
   reference = launch(tmp_path / "reference")
-  assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
-
   victim = launch(tmp_path / "killed")
   deadline = time.time() + 300
-  while not any(step >= 20 for step in finished_steps(tmp_path / "killed")):
+  while not any(step >= 50 for step in finished_steps(tmp_path / "killed")):
     assert victim.poll() is None and time.time() < deadline, "run ended before it could be killed"
     time.sleep(0.02)
   victim.send_signal(signal.SIGKILL)
@@ -51,6 +49,7 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path):
   assert workdir_lib.read_results(tmp_path / "killed") is None
 
   restarted = launch(tmp_path / "killed")
+  assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
   assert restarted.wait(timeout=300) == 0, restarted.stderr.read()[-3000:]
   assert "Resuming from step" in restarted.stderr.read()
   _, expected = workdir_lib.load_params(tmp_path / "reference")
