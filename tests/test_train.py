@@ -151,3 +151,16 @@ def test_init_from_an_official_checkpoint_resizes_position_embeddings(tmp_path):
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 17, 32)
   trained, _ = train.train_and_evaluate(config, str(tmp_path))
   assert int(trained.step) == 3
+
+
+def test_init_from_one_of_our_workdirs_takes_its_latest_params(tmp_path):
+  config = tiny_config()
+  mesh = sharding.create_mesh(config.mesh)
+  _, params, state = run_steps(config, mesh, random_batches(config, 1))
+  workdir_lib.write_config(tmp_path, config)
+  manager = workdir_lib.checkpoint_manager(tmp_path, keep=1)
+  workdir_lib.save_state(manager, 1, state)
+  manager.wait_until_finished()
+  loaded = train.load_init_params(tiny_config(init_checkpoint=str(tmp_path)),
+                                  jax.eval_shape(lambda: state.params))
+  chex.assert_trees_all_equal(loaded, params)

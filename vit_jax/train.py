@@ -48,7 +48,10 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
 
 
 def load_init_params(config: ml_collections.ConfigDict, init_params: Any) -> Any:
-  """Params of `config.init_checkpoint` (official .npz or one of our workdirs) fitted to this model."""
+  """Params of `config.init_checkpoint` (official .npz or one of our workdirs) fitted to this model.
+
+  `init_params` gives only the target shapes (arrays or ShapeDtypeStructs); nothing is gathered.
+  """
   path = epath.Path(config.init_checkpoint)
   if (path / workdir_lib.CONFIG_FILE).exists():
     _, restored = workdir_lib.load_params(path)
@@ -103,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     logging.info("Resuming from step %d in %s", manager.latest_step(), workdir)
     state = workdir_lib.restore_state(manager, state)
   elif config.init_checkpoint:
-    params = load_init_params(config, jax.device_get(state.params))
+    params = load_init_params(config, jax.eval_shape(lambda: state.params))
     state = state.replace(params=jax.device_put(params, state_sharding.params))
   first_step = int(state.step)
 
