@@ -1,4 +1,5 @@
-"""Every transfer config loads, builds, and follows the paper's fine-tuning recipe (App. B.1.1, Table 4)."""
+"""Every transfer config loads, builds, and follows the paper's fine-tuning recipe (App. B.1.1, Table 4).
+"""
 
 import importlib
 import pathlib
@@ -41,7 +42,8 @@ def test_recipe_is_the_papers(name, arg):
   assert config.lr_sweep == LR_SWEEPS.get(name, recipe.LR_SWEEP) and opt.learning_rate in config.lr_sweep
   assert config.init_checkpoint in pretrained.CHECKPOINTS
   assert config.model.representation_size is None  # the pre-logits go; a new zero head comes
-  assert 0.3 < config.published.accuracy < 1 and "Dosovitskiy et al. 2021, Table" in config.published.source
+  assert 0.3 < config.published.accuracy < 1
+  assert "Dosovitskiy et al. 2021, Table" in config.published.source
 
 
 def test_224_is_an_option_with_its_own_published_number():

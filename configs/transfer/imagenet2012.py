@@ -1,4 +1,4 @@
-"""ImageNet (ILSVRC-2012) from a published ImageNet-21k ViT, with the paper's fine-tuning recipe (recipe.py).
+"""ImageNet (ILSVRC-2012) from a published ImageNet-21k ViT, with the paper's recipe (recipe.py).
 
   python -m vit_jax.main --config=configs/transfer/imagenet2012.py:ViT-B_16 --workdir=runs/imagenet-b16
 20,000 steps at batch 512; learning rate from {0.003, 0.01, 0.03, 0.06} (paper Table 4), chosen on 1% of

@@ -1,6 +1,7 @@
 """Oxford Flowers-102 from a published ImageNet-21k ViT, with the paper's fine-tuning recipe (recipe.py).
 
-  python -m vit_jax.main --config=configs/transfer/oxford_flowers102.py:ViT-B_16 --workdir=runs/flowers-b16
+  python -m vit_jax.main --config=configs/transfer/oxford_flowers102.py:ViT-B_16 \
+      --workdir=runs/flowers-b16
 Trains on train+validation (2,040 images, as BiT, whose setup the paper follows) and tests on the 6,149
 test images. 500 steps at batch 512, warmup 50 (the official README's ratio for 500-step schedules);
 learning rate from {0.001, 0.003, 0.01, 0.03} (paper Table 4), chosen on 10% of the training images.

@@ -1,10 +1,11 @@
 """VTAB-1k: 19 tasks of 1,000 training images each, from a published ImageNet-21k ViT (recipe.py).
 
   python -m vit_jax.main --config=configs/transfer/vtab.py:caltech101 --workdir=runs/vtab-caltech101
-  python -m vit_jax.main --config=configs/transfer/vtab.py:eurosat,ViT-B_16,224 --workdir=runs/vtab-eurosat-b16
-Config arg: TASK[,MODEL[,RESOLUTION]], model ViT-L_16 by default (the one whose per-task results the paper
-publishes for ImageNet-21k pre-training). The paper's protocol (App. B.1.1, Table 4): one setting for every
-task, learning rate 0.01, 2,500 steps at batch 512, resolution 384 (no task-specific resolution), images
+  python -m vit_jax.main --config=configs/transfer/vtab.py:eurosat,ViT-B_16,224 \
+      --workdir=runs/vtab-eurosat-b16
+Config arg: TASK[,MODEL[,RESOLUTION]], model ViT-L_16 by default (the one whose per-task results the
+paper publishes for ImageNet-21k pre-training). The paper's protocol (App. B.1.1, Table 4): one setting
+for every task, learning rate 0.01, 2,500 steps at batch 512, resolution 384 (no task-specific resolution), images
 only resized (no task-dependent augmentation). Training uses the 1,000 examples `train[:1000]`; a
 learning-rate check uses train800 = `train[:800]` against val200 = `train[800:1000]` (the VTAB package
 draws val200 from its own validation split instead: same sizes, other images). Test splits are VTAB's.

@@ -163,8 +163,8 @@ def from_config(config: ml_collections.ConfigDict,
     raise ValueError(f"config.fewshot.dataset cannot set {bad}: it overrides keys of config.dataset "
                      f"other than image_size (the model's): {sorted(set(data) - {'image_size'})}.")
   data.update(dict(overrides))
-  return Evaluator(config.model, data, mesh, shots=fewshot.shots, seeds=fewshot.seeds,
-                   l2_reg=fewshot.l2_reg, batch_size=fewshot.batch_size)
+  settings = {key: fewshot[key] for key in CONFIG_KEYS[1:] if key in fewshot}  # else the defaults
+  return Evaluator(config.model, data, mesh, **settings)
 
 
 def evaluate_checkpoint(checkpoint: str, data_config: ml_collections.ConfigDict, *,

@@ -1,0 +1,97 @@
+"""One run of a study: a config file of configs/ with overrides, trained in its own workdir.
+
+A run is finished when its workdir holds results.json: it is never trained again, and a stopped run
+resumes from its last checkpoint. `execute` trains the unfinished runs one after another in this
+process, or prints the command that launches each (`python -m vit_jax.main ...`, for a cluster or a
+TPU VM); both build the same config from the same spec.
+"""
+
+import ast
+from collections.abc import Iterable, Sequence
+import dataclasses
+import importlib
+import logging as std_logging
+import shlex
+from typing import Any
+
+from absl import logging
+import ml_collections
+
+from vit_jax import workdir as workdir_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  config_module: str  # under configs/, e.g. "fashion_mnist" or "transfer.cifar10"
+  arg: str | None
+  workdir: str
+  overrides: tuple[tuple[str, Any], ...] = ()  # ("dataset.train_split", "train[:1000]"), ...
+
+  def config(self) -> ml_collections.ConfigDict:
+    module = importlib.import_module(f"configs.{self.config_module}")
+    config = module.get_config(self.arg) if self.arg else module.get_config()
+    for key, value in self.overrides:
+      *parents, leaf = key.split(".")
+      node = config
+      for name in parents:
+        node = node[name]
+      if leaf not in node:
+        raise KeyError(f"Override {key}={value!r}: configs/{self.config_path} has no key {key!r}.")
+      node[leaf] = value
+    return config
+
+  @property
+  def config_path(self) -> str:
+    return self.config_module.replace(".", "/") + ".py"
+
+  def command(self) -> str:
+    config = f"configs/{self.config_path}" + (f":{self.arg}" if self.arg else "")
+    flags = [f"--config={config}", f"--workdir={self.workdir}"]
+    flags += [f"--config.{key}={_flag_value(value)}" for key, value in self.overrides]
+    return " ".join(["python -m vit_jax.main"] + [shlex.quote(flag) for flag in flags])
+
+  def results(self) -> dict[str, Any] | None:
+    return workdir_lib.read_results(self.workdir)
+
+
+def _flag_value(value: Any) -> str:
+  """How ml_collections' config flags parse `value` back (tuples as Python literals)."""
+  return repr(tuple(value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+  """['total_steps=20', 'dataset.train_split=train[:64]'] -> typed (key, value) pairs."""
+  parsed = []
+  for pair in pairs:
+    key, sep, text = pair.partition("=")
+    if not sep:
+      raise ValueError(f"Override {pair!r} is not KEY=VALUE.")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    parsed.append((key, value))
+  return tuple(parsed)
+
+
+def execute(runs: Iterable[Run], *, print_only: bool) -> None:
+  """Trains (or prints the command of) every run that has no results yet."""
+  from vit_jax import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+
+  for run in runs:
+    if run.results() is not None:
+      logging.info("Finished already, skipped: %s", run.workdir)
+    elif print_only:
+      print(run.command(), flush=True)
+    else:
+      logging.info("Running %s", run.command())
+      train.train_and_evaluate(run.config(), run.workdir)
+
+
+
+def log_progress() -> None:
+  """INFO lines from vit_jax and the studies (progress, evaluations); only warnings from libraries."""
+  logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING
+      or any(part in record.pathname for part in ("/vit_jax/", "/experiments/")))
