@@ -47,7 +47,9 @@ def collect(study: list[runs.Run]) -> list[dict]:
     train_split = dict(run.overrides)["dataset.train_split"]
     row = dict(model=run.arg, train_size=int(train_split.removeprefix("train[:").rstrip("]")),
                accuracy=results["accuracy"])
-    row.update({k: v for k, v in sorted(results.items()) if k.startswith("fewshot_")})
+    shots = sorted((k for k in results if k.startswith("fewshot_")),
+                   key=lambda k: int(k.removeprefix("fewshot_").removesuffix("shot")))
+    row.update({k: results[k] for k in shots})
     row.update(steps=results["steps"], train_seconds=round(results["train_seconds"], 1),
                workdir=run.workdir)
     rows.append(row)
@@ -62,7 +64,7 @@ def write_csv(rows: list[dict], path: pathlib.Path) -> None:
     writer.writerows(rows)
 
 
-def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
+def plot(rows: list[dict], path: pathlib.Path, title: str, fewshot_data: str = "") -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -76,7 +78,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
     ax.plot(sizes, [100 * p[1] for p in points], "o-", color=color, label=f"{model}")
     if all(p[2] is not None for p in points):
       ax.plot(sizes, [100 * p[2] for p in points], "s--", color=color, alpha=0.7,
-              label=f"{model}: 10-shot linear probe")
+              label=f"{model}: 10-shot linear probe {fewshot_data}".rstrip())
   ax.set_xscale("log")
   ax.set_xlabel("training images")
   ax.set_ylabel("test accuracy (%)")
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     write_csv(rows, output / "data_scaling.csv")
-    plot(rows, output / "data_scaling.png", f"{args.config}: accuracy vs training-set size")
+    fewshot_source = ((study[0].config().get("fewshot") or {}).get("dataset") or {}).get("source")
+    plot(rows, output / "data_scaling.png", f"{args.config}: accuracy vs training-set size",
+         f"on {fewshot_source}" if fewshot_source else "")
     print(f"{len(rows)} of {len(study)} runs finished; wrote {output}/data_scaling.csv and .png",
           file=sys.stderr)
   return rows
