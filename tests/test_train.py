@@ -164,3 +164,13 @@ def test_init_from_one_of_our_workdirs_takes_its_latest_params(tmp_path):
   loaded = train.load_init_params(tiny_config(init_checkpoint=str(tmp_path)),
                                   jax.eval_shape(lambda: state.params))
   chex.assert_trees_all_equal(loaded, params)
+
+
+def test_a_relative_workdir_works(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = tiny_config()
+  manager = workdir_lib.checkpoint_manager("runs/relative", keep=1)
+  _, _, state = run_steps(config, sharding.create_mesh(config.mesh), random_batches(config, 1))
+  workdir_lib.save_state(manager, 1, state)
+  manager.wait_until_finished()
+  assert (tmp_path / "runs" / "relative" / "checkpoints" / "1").is_dir()

@@ -5,6 +5,7 @@ Layout: `config.json`, `checkpoints/<step>/` (orbax, async, the last K kept), Te
 """
 
 import json
+import os
 from typing import Any
 
 from etils import epath
@@ -16,10 +17,16 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
 
+def _absolute(workdir: str | epath.Path) -> epath.Path:
+  """Orbax wants absolute paths; cloud paths (gs://...) already are."""
+  workdir = str(workdir)
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
 def checkpoint_manager(workdir: str | epath.Path, keep: int) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                          create=True)
-  return ocp.CheckpointManager(epath.Path(workdir) / "checkpoints", options=options,
+  return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
 
