@@ -102,6 +102,9 @@ def test_run_writes_config_checkpoints_and_results(tmp_path):
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [3, 6]
   _, params = workdir_lib.load_params(tmp_path)
   chex.assert_trees_all_equal(params, jax.device_get(state.params))
+  again, again_results = train.train_and_evaluate(tiny_config(), str(tmp_path))  # already done
+  assert int(again.step) == 6 and again_results == written
+  assert workdir_lib.read_results(tmp_path) == written
 
 
 def test_sigterm_saves_and_a_rerun_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):

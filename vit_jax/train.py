@@ -109,6 +109,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     params = load_init_params(config, jax.eval_shape(lambda: state.params))
     state = state.replace(params=jax.device_put(params, state_sharding.params))
   first_step = int(state.step)
+  if first_step >= config.total_steps:
+    logging.info("%s already finished (step %d); nothing to train.", workdir, first_step)
+    manager.close()
+    return state, workdir_lib.read_results(workdir) or {}
 
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(model, tx, config), in_shardings=(state_sharding, batch_sharding),
@@ -155,7 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         eval_metrics.update(fewshot_eval(state.params))
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
-      preempted = _stop_requested(stop)
+      # Across hosts the check is a collective, so it runs at log steps only.
+      preempted = (jax.process_count() == 1 or step % config.log_every == 0) and _stop_requested(stop)
       if save_now or preempted:
         workdir_lib.save_state(manager, step, state)
       if preempted:
