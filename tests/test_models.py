@@ -74,13 +74,14 @@ def test_head_is_zero_initialised(tiny_model_config):
 
 
 def test_hybrid_feeds_resnet_features_to_patch_embedding(tiny_model_config):
-  tiny_model_config.resnet = dict(num_layers=(1, 1), width_factor=0.5)
-  tiny_model_config.patches.size = (1, 1)
+  tiny_model_config.resnet = dict(num_layers=(1,), width_factor=0.5)
+  tiny_model_config.patches.size = (2, 2)
   model = models.create(tiny_model_config)
   params = init(model)
-  # Stem /4, second stage /2: a 4x4 grid of tokens from 32x32 images.
+  # Stem /4, then 2x2 patches: a 4x4 grid of tokens from 32x32 images.
   chex.assert_shape(params["Transformer"]["posembed_input"]["pos_embedding"], (1, 17, 32))
-  chex.assert_shape(params["block2"]["unit1"]["conv_proj"]["kernel"], (1, 1, 128, 256))
+  chex.assert_shape(params["block1"]["unit1"]["conv_proj"]["kernel"], (1, 1, 32, 128))
+  chex.assert_shape(params["embedding"]["kernel"], (2, 2, 128, 32))
   logits = model.apply({"params": randomize(params)}, IMAGES)
   chex.assert_shape(logits, (2, 10))
   chex.assert_tree_all_finite(logits)
