@@ -2,8 +2,8 @@
 
 The runs of the data-scaling study (`experiments/data_scaling.py`) and the pretraining of the transfer
 study (`experiments/transfer_study.py`). The config arg names the model:
-  vit_tiny   ViT, 7x7 patches (a 4x4 grid), width 64, 4 blocks, global average pool (0.15M parameters)
-  vit_small  ViT, 7x7 patches, width 128, 6 blocks                                (0.82M parameters)
+  vit_tiny   ViT, 8x8 patches (a 4x4 grid), width 64, 4 blocks, global average pool
+  vit_small  ViT, 8x8 patches, width 128, 6 blocks
   resnet     the convolutional baseline: the ResNetV2 stem of the hybrids (root + 2 stages, half width)
              and no transformer block: ResNet -> 1x1 projection -> global average pool -> linear head
              (0.24M parameters)
@@ -35,7 +35,7 @@ def model_config(name: str) -> ml_collections.ConfigDict:
     config.transformer.update(num_layers=0, num_heads=1, mlp_dim=1)  # no block: a pure ResNet
   else:
     config = models.get_model_config("ViT-Ti_16")
-    config.patches.size = (7, 7)
+    config.patches.size = (8, 8)
     width, depth = {"vit_tiny": (64, 4), "vit_small": (128, 6)}[name]
     config.hidden_size = width
     config.transformer.update(mlp_dim=2 * width, num_heads=4, num_layers=depth, dropout_rate=0.0)
@@ -61,8 +61,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset.source = "fashion_mnist"
   config.dataset.num_classes = 10
-  config.dataset.image_size = 28
-  config.dataset.train_augment = "finetune"  # resize to 32, random 28x28 crop, flip
+  # 28 px upsampled to 32 for training crops and evaluation alike: training on resampled crops and
+  # testing on the raw pixels would be a train/test shift that caps the accuracy.
+  config.dataset.image_size = 32
+  config.dataset.train_augment = "finetune"  # resize to 37, random 32x32 crop, flip
   config.dataset.shuffle_buffer = 60_000
 
   config.batch_size = 128

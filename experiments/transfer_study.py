@@ -1,12 +1,12 @@
 """Transfer study on real data that fits 2 CPU cores: pretrain on Fashion-MNIST, fine-tune on MNIST-5k.
 
-  pretrain  configs/fashion_mnist.py:MODEL on all 60,000 images at 28 px. At its end the periodic
+  pretrain  configs/fashion_mnist.py:MODEL on all 60,000 images at 32 px (upsampled from 28). At its end the periodic
             few-shot evaluator (config.fewshot) probes the frozen features on MNIST-5k: 1/5/10/25
             examples per class, closed-form ridge regression, mean of 3 draws.
-  finetune  configs/mnist5k.py:MODEL,finetune at 42 px from the pretrained run: the position embeddings
+  finetune  configs/mnist5k.py:MODEL,finetune at 48 px from the pretrained run: the position embeddings
             are resized (a 4x4 grid of patches becomes 6x6), the head is replaced by a zero one, and
             the paper's SGD fine-tuning recipe runs.
-  scratch   configs/mnist5k.py:MODEL, the same model trained from scratch on MNIST-5k at 42 px (AdamW,
+  scratch   configs/mnist5k.py:MODEL, the same model trained from scratch on MNIST-5k at 48 px (AdamW,
             as many steps as the fine-tuning).
 The same probes on the randomly initialised model give the no-pretraining reference. Writes
 transfer_study.md (the table for the README) and transfer_study.json. Runs are resumable; --print_only

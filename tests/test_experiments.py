@@ -79,7 +79,7 @@ def test_transfer_study_fine_tunes_at_a_higher_resolution_and_probes_few_shot(tm
   _, pretrained = workdir_lib.load_params(root / "pretrain-vit_tiny")
   _, finetuned = workdir_lib.load_params(root / "finetune-vit_tiny")
   posemb = lambda params: params["Transformer"]["posembed_input"]["pos_embedding"].shape
-  assert posemb(pretrained) == (1, 16, 64) and posemb(finetuned) == (1, 36, 64)  # 28 px -> 42 px
+  assert posemb(pretrained) == (1, 16, 64) and posemb(finetuned) == (1, 36, 64)  # 32 px -> 48 px
   table = (tmp_path / "results" / "transfer_study.md").read_text()
   assert "| vit_tiny | pretrained, fine-tuned" in table and "| random initialisation |" in table
   assert "| features | 1-shot | 2-shot |" in table
