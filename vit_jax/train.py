@@ -140,8 +140,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
                config.model.model_name, config.dataset.source, first_step, config.total_steps,
                info.num_train_examples, info.num_eval_examples, jax.device_count())
   try:
+    in_flight = None
     while step < config.total_steps:
       state, step_metrics = compiled(state, batch)
+      # At most two steps in flight: XLA's CPU backend deadlocks collectives when the host queues
+      # more than 32 computations per device, and nothing is gained by running further ahead.
+      jax.block_until_ready(in_flight)
+      in_flight = step_metrics["loss"]
       step += 1
       is_last = step == config.total_steps
       save_now = step % config.checkpoint_every == 0 or is_last
