@@ -1,0 +1,85 @@
+"""The benchmark scripts run, in a tiny form, and report what the issue asks of them."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import input_pipeline as input_pipeline_benchmark
+from benchmarks import throughput
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# A one-block ViT on 32x32 images: compiles in a second or two.
+TINY = ["--model=ViT-Ti_16", "--res=32", "--batch=2", "--override=transformer.num_layers=1",
+        "--override=hidden_size=64", "--override=transformer.num_heads=2",
+        "--num_classes=10", "--repeats=1", "--warmup=1", "--pause=0",
+        "--peak_size=256"]
+REQUIRED_KEYS = ("images_per_second", "compile_seconds", "achieved_flops_per_second",
+                 "peak_flops_per_second", "mfu")
+
+
+def _clean_env() -> dict[str, str]:
+  """The environment without the test suite's 8 fake devices."""
+  return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+
+
+def test_throughput_cli_prints_one_json_object_with_positive_numbers():
+  out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", *TINY, "--mode=infer", "--json"],
+                       cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout)
+  for key in REQUIRED_KEYS:
+    assert result[key] > 0, key
+  assert "img/s" in out.stderr  # The one-line summary.
+
+
+def test_throughput_train_step_reports_flops_and_mfu():
+  result = throughput.benchmark(throughput.parse_args([*TINY, "--mode=train"]))
+  for key in REQUIRED_KEYS:
+    assert result[key] > 0, key
+  assert result["flops_per_image"] * result["images_per_second"] == pytest.approx(
+      result["achieved_flops_per_second"])
+
+
+def test_compile_only_allocates_nothing_and_reports_compile_time():
+  result = throughput.benchmark(throughput.parse_args([*TINY, "--mode=train", "--scan",
+                                                      "--compile_only"]))
+  assert result["compile_seconds"] > 0
+  assert result["num_params"] > 0
+  assert "images_per_second" not in result
+
+
+def test_peer_timm_reports_ratio():
+  pytest.importorskip("timm")
+  result = throughput.benchmark(throughput.parse_args([*TINY, "--mode=infer", "--peer=timm"]))
+  assert result["peer_images_per_second"] > 0
+  assert result["ratio_vs_peer"] == pytest.approx(
+      result["images_per_second"] / result["peer_images_per_second"])
+
+
+def test_unknown_override_key_fails_with_the_key():
+  with pytest.raises(ValueError, match="no key 'transformer.num_layerz'"):
+    throughput.model_config(throughput.parse_args(["--override=transformer.num_layerz=2"]))
+
+
+def test_benchmarks_import_without_tensorflow_or_torch():
+  """The GPU machine has no TensorFlow; the core package must never import torch."""
+  code = ("import sys, benchmarks.throughput, vit_jax.steps; "
+          "bad = {'tensorflow', 'torch', 'timm', 'clu'} & set(sys.modules); assert not bad, bad")
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_clean_env(),
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+
+
+def test_input_pipeline_reports_images_per_second_per_core():
+  args = input_pipeline_benchmark.parse_args(
+      ["--num_images=16", "--image_size=64x48", "--batch=8", "--res=32", "--batches=2",
+       "--repeats=1", "--warmup=1"])
+  result = input_pipeline_benchmark.benchmark(args)
+  assert result["images_per_second"] > 0
+  assert result["cores"] >= 1
+  assert result["images_per_second_per_core"] == pytest.approx(
+      result["images_per_second"] / result["cores"])
