@@ -52,14 +52,6 @@ def test_compile_only_allocates_nothing_and_reports_compile_time():
   assert "images_per_second" not in result
 
 
-def test_peer_timm_reports_ratio():
-  pytest.importorskip("timm")
-  result = throughput.benchmark(throughput.parse_args([*TINY, "--mode=infer", "--peer=timm"]))
-  assert result["peer_images_per_second"] > 0
-  assert result["ratio_vs_peer"] == pytest.approx(
-      result["images_per_second"] / result["peer_images_per_second"])
-
-
 def test_unknown_override_key_fails_with_the_key():
   with pytest.raises(ValueError, match="no key 'transformer.num_layerz'"):
     throughput.model_config(throughput.parse_args(["--override=transformer.num_layerz=2"]))
