@@ -90,7 +90,7 @@ def test_transfer_study_fine_tunes_at_a_higher_resolution_and_probes_few_shot(tm
   # The probes the training loop ran at its end, repeated standalone on the finished workdir.
   data = ml_collections.ConfigDict(dict(
       source="mnist5k", name="", data_dir="", train_split="train[:96]", eval_split="test[:96]",
-      num_classes=10, image_size=28, prefetch=1))
+      num_classes=10, image_size=32, prefetch=1))
   again = fewshot.evaluate_checkpoint(str(root / "pretrain-vit_tiny"), data, shots=(1, 2), seeds=1,
                                       l2_reg=1.0, batch_size=96)
   probed = {k: v for k, v in written["pretrain"].items() if k.startswith("fewshot_")}
