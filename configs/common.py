@@ -22,6 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
       train_split="train",     # split names accept slicing: "train[:10%]", "train[:5000]"
       eval_split="test",
       num_classes=10,
+      label="label",           # tfds: the label feature, or a derived label (vit_jax/labels.py)
+      eval_name="",            # tfds: the eval split's data set, if another ("imagenet2012_real")
+      eval_label="",           # tfds: the eval split's label feature, if another ("real_label")
       image_size=224,          # the model's input resolution
       train_augment="finetune",  # pretrain (inception crop + flip) | finetune (resize, random crop, flip) | none
       random_flip=True,        # mirror training images (off for digits and text)

@@ -105,6 +105,34 @@ def test_run_writes_config_checkpoints_and_results(tmp_path):
   again, again_results = train.train_and_evaluate(tiny_config(), str(tmp_path))  # already done
   assert int(again.step) == 6 and again_results == written
   assert workdir_lib.read_results(tmp_path) == written
+  # Scoring the saved run again (as the ImageNet-ReaL row does) gives the run's own evaluation.
+  rescored = train.evaluate_checkpoint(tiny_config(), str(tmp_path))
+  for key in ("accuracy", "top5", "loss"):
+    assert rescored[key] == pytest.approx(written[key], rel=1e-6), key
+
+
+def test_eval_step_scores_multi_hot_labels_as_real_accuracy():
+  """ReaL: a hit is a prediction in the example's label set; examples without labels are left out."""
+  config = tiny_config()
+  model = train.create_model(config)
+  params = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32), train=False)["params"]
+  images = np.random.default_rng(0).uniform(-1, 1, (6, 8, 8, 3)).astype(np.float32)
+  logits = np.asarray(model.apply({"params": params}, images, train=False))
+  ranked = np.argsort(-logits, axis=-1)
+  labels = np.zeros((6, 10), np.float32)
+  labels[0, [ranked[0, 0], ranked[0, 7]]] = 1  # top-1 among two labels: hit
+  labels[1, ranked[1, 1]] = 1                  # second choice: top-5 hit only
+  labels[2, ranked[2, 9]] = 1                  # last choice: miss
+  labels[3, [ranked[3, 3], ranked[3, 0]]] = 1  # hit
+  # Example 4 has no label (left out); example 5 is padding (mask 0), although its label is hit.
+  labels[5, ranked[5, 0]] = 1
+  mask = np.array([1, 1, 1, 1, 1, 0], np.float32)
+  sums = jax.jit(train.make_eval_step(model))(params, {"image": images, "label": labels, "mask": mask})
+  assert float(sums["count"]) == 4
+  assert float(sums["correct"]) == 2 and float(sums["correct_top5"]) == 3
+  targets = labels[:4] / labels[:4].sum(-1, keepdims=True)
+  log_probs = logits[:4] - np.log(np.exp(logits[:4]).sum(-1, keepdims=True))
+  np.testing.assert_allclose(float(sums["loss"]), -np.sum(targets * log_probs), rtol=1e-5)
 
 
 def test_sigterm_saves_and_a_rerun_finishes_exactly_like_an_uninterrupted_run(tmp_path, monkeypatch):

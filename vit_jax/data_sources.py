@@ -2,7 +2,8 @@
 
 Every source gives a `Source`: a tf.data.Dataset of cheap, not yet decoded elements (so the input
 pipeline can shuffle and skip them fast) and a `decode` that turns one into
-{'image': uint8 [H, W, 3], 'label': int64 []}. Grayscale and RGBA images become RGB. Each process
+{'image': uint8 [H, W, 3], 'label': int64 []} (int64 [k] for a multi-label feature such as
+ImageNet-ReaL's `real_label`). Grayscale and RGBA images become RGB. Each process
 reads only its own shard of the split, so `num_examples` is this process's count.
 
 Sources (`config.dataset.source`): tfds, digits, fashion_mnist, mnist5k, image_folder. Split names
@@ -22,6 +23,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from vit_jax import labels
 
 Features = dict[str, tf.Tensor]
 
@@ -111,9 +114,11 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
   data_dir = data_config.data_dir or None
   builder = tfds.builder(data_config.name, data_dir=data_dir)
   features = builder.info.features
-  if "image" not in features or "label" not in features:
+  if "image" not in features:
     raise ValueError(f"tfds data set {data_config.name!r} has features {list(features)}; the "
-                     "'tfds' source reads 'image' and 'label'.")
+                     "'tfds' source reads 'image' and a label (config.dataset.label).")
+  label_fn, num_classes = labels.label_fn(data_config.get("label", "label"), data_config.name,
+                                          features)
   decoders = {"image": tfds.decode.SkipDecoding()}
 
   def read(split_or_shard: tfds.typing.SplitArg) -> tf.data.Dataset:
@@ -126,11 +131,12 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
           "where it is.") from e
 
   dataset = read(tfds.split_for_jax_process(split, drop_remainder=False))
-  dataset = dataset.map(lambda x: {"image": x["image"], "label": x["label"]})
+  # Labels now, from features that are cheap to keep but that the shuffle buffer need not hold.
+  dataset = dataset.map(lambda x: {"image": x["image"], "label": label_fn(x)})
 
   def decode(x: Features) -> Features:
     image = features["image"].decode_example(x["image"])
-    return {"image": to_rgb(image), "label": tf.cast(x["label"], tf.int64)}
+    return {"image": to_rgb(image), "label": x["label"]}
 
   num_examples, num_split_examples = (int(d.cardinality()) for d in (dataset, read(split)))
   if min(num_examples, num_split_examples) < 0:
@@ -141,7 +147,7 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
       decode=decode,
       num_examples=num_examples,
       num_split_examples=num_split_examples,
-      num_classes=features["label"].num_classes,
+      num_classes=num_classes,
   )
 
 

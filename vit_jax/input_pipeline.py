@@ -46,7 +46,7 @@ class DatasetInfo:
 
 def get_info(data_config: ml_collections.ConfigDict) -> DatasetInfo:
   train = _load(data_config, data_config.train_split)
-  evaluation = _load(data_config, data_config.eval_split)
+  evaluation = _load(eval_data_config(data_config), data_config.eval_split)
   return DatasetInfo(
       num_train_examples=train.num_split_examples,
       num_eval_examples=evaluation.num_split_examples,
@@ -78,6 +78,17 @@ def eval_batches(
   local_batch_size = _local_batch_size(global_batch_size, sharding, "config.eval_batch_size")
   dataset = _eval_dataset(data_config, local_batch_size)
   return _to_global(dataset, sharding, data_config.prefetch)
+
+
+def eval_data_config(data_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The data config of the eval split: another data set or label feature where the config names
+  one (`eval_name`, `eval_label`: ImageNet-ReaL scores an ImageNet run on other labels)."""
+  if not data_config.get("eval_name") and not data_config.get("eval_label"):
+    return data_config
+  config = ml_collections.ConfigDict(data_config.to_dict())
+  config.name = data_config.eval_name or data_config.name
+  config.label = data_config.eval_label or data_config.get("label", "label")
+  return config
 
 
 def _load(data_config: ml_collections.ConfigDict, split: str) -> data_sources.Source:
@@ -159,7 +170,7 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
 def _eval_dataset(
     data_config: ml_collections.ConfigDict, local_batch_size: int) -> tf.data.Dataset:
   """This process's eval batches, padded with masked-out examples to the same count everywhere."""
-  source = _load(data_config, data_config.eval_split)
+  source = _load(eval_data_config(data_config), data_config.eval_split)
   transform = preprocess.eval_transform(data_config.image_size, data_config.num_classes)
 
   def prepare(example: data_sources.Features) -> data_sources.Features:

@@ -1,7 +1,8 @@
 """Image transforms for training and evaluation, in TensorFlow (they run inside tf.data).
 
 Every transform maps {'image': uint8 [H, W, 3], 'label': int64 []} to {'image': float32
-[S, S, 3] in [-1, 1], 'label': float32 one-hot [num_classes]}, the model's input convention.
+[S, S, 3] in [-1, 1], 'label': float32 one-hot [num_classes]}, the model's input convention (a
+multi-label example, 'label' int64 [k], gets a multi-hot label).
 Randomness is stateless: each random op takes a seed tensor (shape [2]) the caller derives from
 (config seed, example position), so an augmented example is a pure function of both.
 """
@@ -31,7 +32,15 @@ def _resize(image: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor) -
 
 def _finish(image: tf.Tensor, label: tf.Tensor, image_size: int, num_classes: int) -> Features:
   image = tf.ensure_shape(normalize(image), [image_size, image_size, 3])
-  return {"image": image, "label": tf.one_hot(label, num_classes, dtype=tf.float32)}
+  return {"image": image, "label": encode_label(label, num_classes)}
+
+
+def encode_label(label: tf.Tensor, num_classes: int) -> tf.Tensor:
+  """int64 [] -> one-hot float32 [num_classes]; a set of labels int64 [k] -> multi-hot (all zeros
+  for an empty set, which evaluation leaves out: ImageNet-ReaL's images without a valid label)."""
+  if label.shape.rank == 0:
+    return tf.one_hot(label, num_classes, dtype=tf.float32)
+  return tf.minimum(tf.reduce_sum(tf.one_hot(label, num_classes, dtype=tf.float32), axis=0), 1.0)
 
 
 def central_crop(image: tf.Tensor, image_size: int) -> tf.Tensor:

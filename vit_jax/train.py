@@ -70,6 +70,23 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[Batch]) -> dict
           "loss": float(totals["loss"]) / count}
 
 
+def evaluate_checkpoint(config: ml_collections.ConfigDict, run_workdir: str) -> dict[str, float]:
+  """Scores the latest params of the run in `run_workdir` on `config`'s eval split (and its few-shot
+  probes, if it has any): how ImageNet-ReaL scores the ImageNet fine-tuning run."""
+  mesh = sharding.create_mesh(config.mesh)
+  model = create_model(config)
+  _, params = workdir_lib.load_params(run_workdir)
+  params_sharding = sharding.tree_shardings(params, mesh, config.sharding)
+  params = jax.device_put(params, params_sharding)
+  batch_sharding = sharding.batch_sharding(mesh)
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(params_sharding, batch_sharding),
+                      out_shardings=sharding.replicated(mesh))
+  results = evaluate(eval_step, params, input_pipeline.eval_batches(
+      config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding))
+  results.update(fewshot.from_config(config, mesh)(params))
+  return results
+
+
 def _check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
   accum = config.optimizer.accum_steps
   if config.batch_size % (accum * mesh.shape["data"]):

@@ -1,11 +1,10 @@
 """ImageNet-ReaL: the ImageNet fine-tuning run (imagenet2012.py), scored on the ReaL labels.
 
-The training is exactly imagenet2012.py's (experiments/transfer_table.py runs it once for both rows).
-ReaL (Beyer et al. 2020, tfds `imagenet2012_real`) relabels the 50,000 validation images with sets of
-plausible labels; a prediction counts when it is in the set, and images with an empty set are left
-out. Published: 88.35% with ViT-B/16 at 384 (paper Table 5). Scoring needs the multi-label
-`real_label` feature, which the tfds source of vit_jax.data_sources does not read yet, so our number
-for this row is not measured.
+The training is exactly imagenet2012.py's (experiments/transfer_table.py runs it once for both rows);
+only the evaluation differs. ReaL (Beyer et al. 2020, tfds `imagenet2012_real`) relabels the 50,000
+validation images with sets of plausible labels (`real_label`); a prediction counts when it is in the
+set, and images with an empty set are left out (vit_jax.steps.make_eval_step). Published: 88.35% with
+ViT-B/16 at 384 (paper Table 5).
 """
 
 import ml_collections
@@ -20,6 +19,8 @@ PUBLISHED = {("ViT-B_16", 384): 88.35, ("ViT-B_32", 384): 86.63, ("ViT-L_16", 38
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = imagenet2012.get_config(arg)
+  config.dataset.update(eval_name="imagenet2012_real", eval_split="validation",
+                        eval_label="real_label")
   config.published = recipe.published_accuracy(PUBLISHED, *recipe.parse_arg(arg), recipe.TABLE5,
                                                metric="real")
   return config

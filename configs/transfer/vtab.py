@@ -11,9 +11,9 @@ learning-rate check uses train800 = `train[:800]` against val200 = `train[800:10
 draws val200 from its own validation split instead: same sizes, other images). Test splits are VTAB's.
 
 Published: ViT-L/16 (ImageNet-21k) per task, paper Table 9; their mean is the 72.72% of Table 2.
-Seven structured tasks derive their label from other features (object counts, binned positions and
-distances: the `label` column below). The tfds source of vit_jax.data_sources reads only 'label', so
-those seven need a label transform there before they run; the other twelve run as they are.
+Seven structured tasks classify another feature than `label`: smallNORB's azimuth and elevation, and
+five labels derived from the features (object counts, binned distances, coarser positions and
+orientations: vit_jax/labels.py), set as `config.dataset.label`.
 """
 
 import ml_collections
@@ -22,7 +22,8 @@ from configs.transfer import recipe
 
 DEFAULT_MODEL = "ViT-L_16"
 SOURCE = "Dosovitskiy et al. 2021, Table 9: VTAB-1k per task, ViT-L/16 pre-trained on ImageNet-21k"
-# task: (tfds name, classes, VTAB test split, label, published top-1 % of ViT-L/16 at 384)
+# task: (tfds name, classes, VTAB test split, label (config.dataset.label), published top-1 % of
+# ViT-L/16 at 384)
 TASKS = {
     # Natural
     "caltech101": ("caltech101", 102, "test", "label", 90.8),
@@ -38,12 +39,12 @@ TASKS = {
     "resisc45": ("resisc45", 45, "train[80%:]", "label", 85.2),
     "diabetic_retinopathy": ("diabetic_retinopathy_detection/btgraham-300", 5, "test", "label", 75.3),
     # Structured
-    "clevr_count": ("clevr", 8, "validation", "number of objects - 3", 70.3),
-    "clevr_distance": ("clevr", 6, "validation", "depth of the closest object, 6 bins", 56.1),
+    "clevr_count": ("clevr", 8, "validation", "clevr_count", 70.3),
+    "clevr_distance": ("clevr", 6, "validation", "clevr_distance", 56.1),
     "dmlab": ("dmlab", 6, "test", "label", 41.9),
-    "dsprites_location": ("dsprites", 16, "train[90%:]", "label_x_position // 2", 74.7),
-    "dsprites_orientation": ("dsprites", 16, "train[90%:]", "label_orientation // 2.5", 64.9),
-    "kitti_distance": ("kitti", 4, "test", "distance of the closest vehicle, 4 bins", 79.9),
+    "dsprites_location": ("dsprites", 16, "train[90%:]", "dsprites_location", 74.7),
+    "dsprites_orientation": ("dsprites", 16, "train[90%:]", "dsprites_orientation", 64.9),
+    "kitti_distance": ("kitti", 4, "test", "kitti_distance", 79.9),
     "smallnorb_azimuth": ("smallnorb", 18, "test[50%:]", "label_azimuth", 30.5),
     "smallnorb_elevation": ("smallnorb", 9, "test[50%:]", "label_elevation", 41.7),
 }
@@ -54,11 +55,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if task not in TASKS:
     raise ValueError(f"Config arg {arg!r}: expected TASK[,MODEL[,RESOLUTION]] with TASK one of "
                      f"{sorted(TASKS)}.")
-  tfds_name, num_classes, test_split, _, percent = TASKS[task]
+  tfds_name, num_classes, test_split, label, percent = TASKS[task]
   model, resolution = recipe.parse_arg(model_arg, default_model=DEFAULT_MODEL)
-  return recipe.finetune_config(
+  config = recipe.finetune_config(
       model=model, resolution=resolution, tfds_name=tfds_name, num_classes=num_classes,
       train_split="train[:1000]", eval_split=test_split, total_steps=2_500, warmup_steps=500,
       learning_rate=0.01, lr_sweep=(0.01,), sweep_splits=("train[:800]", "train[800:1000]"),
       published={(DEFAULT_MODEL, 384): percent}, source=SOURCE, train_augment="none",
       random_flip=False)
+  config.dataset.label = label
+  return config
