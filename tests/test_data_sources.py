@@ -218,6 +218,19 @@ def test_image_folder_skips_and_counts_a_corrupt_image(image_folder, caplog):
   assert labels == [0, 0, 1, 1]  # cat, cat, dog, dog: classes in sorted order
 
 
+def test_image_folder_is_decoded_through_once_until_a_file_changes(image_folder, monkeypatch):
+  decodes = []  # one entry per trace of the file check: one pass over the folder
+  decode_file = data_sources._decode_file  # pylint: disable=protected-access
+  monkeypatch.setattr(data_sources, "_decode_file", lambda path: decodes.append(1) or decode_file(path))
+  config = _config(source="image_folder", data_dir=str(image_folder))
+  for _ in range(3):  # sizes, training, an evaluation
+    assert data_sources.load(config, "train").num_examples == 4
+  assert len(decodes) == 1
+  (image_folder / "train/cat/a.png").write_bytes(b"no longer a png")
+  assert data_sources.load(config, "train").num_examples == 3
+  assert len(decodes) == 2
+
+
 def test_image_folder_fail_names_the_corrupt_file(image_folder):
   config = _config(source="image_folder", data_dir=str(image_folder), on_bad_image="fail")
   with pytest.raises(ValueError, match="broken.jpg"):

@@ -12,8 +12,11 @@ accept slicing everywhere: "train[:10%]", "train[:5000]", "test[100:200]".
 
 from collections.abc import Callable
 import dataclasses
+import functools
 import gzip
+import hashlib
 import importlib.util
+import os
 import pathlib
 import re
 
@@ -248,15 +251,30 @@ def _decode_file(path: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
 
-def _decodable(paths: list[str]) -> np.ndarray:
-  """Which files TensorFlow decodes, found by decoding each once (in parallel)."""
+def _file_stamp(paths: list[str]) -> str:
+  """A digest of the files' names, sizes and modification times: changes when any file does."""
+  digest = hashlib.sha256()
+  for path in paths:
+    stat = os.stat(path)
+    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+  return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _decodable(paths: tuple[str, ...], stamp: str) -> np.ndarray:
+  """Which files TensorFlow decodes, found by decoding each once (in parallel).
+
+  Memoised on the files' `stamp`: the train loop loads a split several times (sizes, training,
+  every evaluation), and a large folder should be decoded through once, not at each evaluation.
+  """
+  del stamp  # part of the cache key only
   ok = np.zeros(len(paths), bool)
-  if not paths:
-    return ok
-  dataset = tf.data.Dataset.from_tensor_slices(paths).enumerate().map(
-      lambda i, path: (i, tf.shape(_decode_file(path))), num_parallel_calls=tf.data.AUTOTUNE)
-  for i, _ in dataset.ignore_errors().as_numpy_iterator():
-    ok[i] = True
+  if paths:
+    dataset = tf.data.Dataset.from_tensor_slices(list(paths)).enumerate().map(
+        lambda i, path: (i, tf.shape(_decode_file(path))), num_parallel_calls=tf.data.AUTOTUNE)
+    for i, _ in dataset.ignore_errors().as_numpy_iterator():
+      ok[i] = True
+  ok.flags.writeable = False
   return ok
 
 
@@ -288,7 +306,7 @@ def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
     paths += [str(p) for p in files]
     labels += [label] * len(files)
 
-  ok = _decodable(paths)
+  ok = _decodable(tuple(paths), _file_stamp(paths))
   bad = [p for p, good in zip(paths, ok) if not good]
   if bad and data_config.on_bad_image == "fail":
     raise ValueError(f"Cannot decode image {bad[0]} ({len(bad)} unreadable in {root / name}); "
