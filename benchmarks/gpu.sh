@@ -34,12 +34,12 @@ INFER_BATCH=${INFER_BATCH:-1024}
 REPEATS=${REPEATS:-5}
 ITERS=${ITERS:-5}
 EXTRA=${EXTRA:-}
+COMMON="--model=$MODEL --res=$RES --dtype=bfloat16 --repeats=$REPEATS --iters=$ITERS --warmup=2"
 DIR=${OUT:-/tmp/vit_jax_gpu_bench}
 PEER_TRAIN_BATCH=${PEER_TRAIN_BATCH:-128}
 PEER_INFER_BATCH=${PEER_INFER_BATCH:-512}
 ROWS=${ROWS:-"train_unrolled train_unrolled_fused train_scan train_scan_fused train_timm
   infer_unrolled infer_unrolled_fused infer_scan infer_scan_fused infer_timm"}
-mkdir -p "$DIR"
 
 row_flags() {
   case $1 in
@@ -58,50 +58,11 @@ row_flags() {
   esac
 }
 
+row_env() {
+  # The timm rows share the GPU with JAX, which would otherwise take 75% of its memory up front.
+  case $1 in *_timm) echo XLA_PYTHON_CLIENT_PREALLOCATE=false ;; esac
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-for row in $ROWS; do
-  flags=$(row_flags "$row") || continue
-  echo "== $row: $flags" >&2
-  case $row in *_timm) preallocate=false ;; *) preallocate=true ;; esac
-  # shellcheck disable=SC2086  # the flags are words on purpose
-  if ! XLA_PYTHON_CLIENT_PREALLOCATE=$preallocate python3 -m benchmarks.throughput --model="$MODEL" --res="$RES" --dtype=bfloat16 \
-      --repeats="$REPEATS" --iters="$ITERS" --warmup=2 --json $flags $EXTRA \
-      > "$DIR/$row.json" 2> "$DIR/$row.log"; then
-    echo "$row failed:" >&2
-    tail -n 5 "$DIR/$row.log" >&2
-    rm -f "$DIR/$row.json"
-  else
-    tail -n 1 "$DIR/$row.log" >&2
-  fi
-done
-
-python3 - "$DIR" $ROWS <<'EOF'
-import json, pathlib, sys
-
-directory, rows = pathlib.Path(sys.argv[1]), sys.argv[2:]
-# Dense bf16 peaks from the vendors' data sheets, next to the peak this run measured.
-sheet = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-print("| row | batch | img/s | TFLOP/s | MFU (measured matmul peak) | MFU (data sheet) | compile s "
-      "| peak memory GiB | timm img/s | vit_jax/timm |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-device, peer, peak = None, None, 0.
-for row in rows:
-  path = directory / f"{row}.json"
-  if not path.exists():
-    print(f"| {row} | failed or unknown (see {directory}/{row}.log) |||||||||")
-    continue
-  r = json.loads(path.read_text().strip().splitlines()[-1])
-  device, peak = (r["device"], r["jax_version"]), max(peak, r["peak_flops_per_second"])
-  peer = r.get("peer_versions") or peer
-  peak_sheet = next((v for k, v in sheet.items() if k in r["device"]), None)
-  achieved = r["achieved_flops_per_second"] or 0
-  fmt = lambda v, f: f.format(v) if v is not None else "-"
-  memory = r.get("peak_memory_bytes")
-  print(f"| {row} | {r['batch']} | {r['images_per_second']:.1f} | {achieved / 1e12:.1f} "
-        f"| {fmt(r['mfu'], '{:.1%}')} | {fmt(achieved / peak_sheet if peak_sheet else None, '{:.1%}')} "
-        f"| {r['compile_seconds']:.1f} | {fmt(memory / 2**30 if memory else None, '{:.1f}')} "
-        f"| {fmt(r.get('peer_images_per_second'), '{:.1f}')} | {fmt(r.get('ratio_vs_peer'), '{:.2f}x')} |")
-if device:
-  print(f"\nDevice {device[0]}, jax {device[1]}, peer {peer}; best measured matmul peak "
-        f"{peak / 1e12:.0f} TFLOP/s (each row's MFU is against its own measurement).")
-EOF
+source benchmarks/rows.sh
+run_rows

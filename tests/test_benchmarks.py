@@ -1,5 +1,6 @@
 """The benchmark scripts run, in a tiny form, and report what the issue asks of them."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -36,6 +37,21 @@ def test_throughput_cli_prints_one_json_object_with_positive_numbers():
   assert "img/s" in out.stderr  # The one-line summary.
 
 
+def test_cpu_script_runs_its_rows_and_prints_the_table(tmp_path):
+  # The rows' models made tiny: EXTRA's flags come last and override the rows' own.
+  env = dict(_clean_env(), ROWS="infer_b16 compile_h14_scan", OUT=str(tmp_path), REPEATS="1",
+             EXTRA=" ".join(TINY))
+  out = subprocess.run(["bash", "benchmarks/cpu.sh"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  infer = json.loads((tmp_path / "infer_b16.json").read_text())
+  table = out.stdout.splitlines()
+  assert f"| infer_b16 | 2 | {infer['images_per_second']:.2f} |" in "\n".join(table)
+  compile_row = next(line for line in table if line.startswith("| compile_h14_scan |"))
+  assert compile_row.split(" | ")[2] == "-"  # compile only: no throughput
+  assert "Device cpu" in out.stdout
+
+
 def test_throughput_train_step_reports_flops_and_mfu():
   result = throughput.benchmark(throughput.parse_args([*TINY, "--mode=train"]))
   for key in REQUIRED_KEYS:
@@ -50,6 +66,19 @@ def test_compile_only_allocates_nothing_and_reports_compile_time():
   assert result["compile_seconds"] > 0
   assert result["num_params"] > 0
   assert "images_per_second" not in result
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="needs the [bench] extra")
+def test_peer_timm_reports_ratio():
+  # In a subprocess: importing torch next to the TensorFlow that other tests load segfaults.
+  out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", *TINY, "--mode=train",
+                        "--peer=timm", "--json"],
+                       cwd=REPO, env=_clean_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr
+  result = json.loads(out.stdout)
+  assert result["peer_images_per_second"] > 0
+  assert result["ratio_vs_peer"] == pytest.approx(
+      result["images_per_second"] / result["peer_images_per_second"])
 
 
 def test_unknown_override_key_fails_with_the_key():
@@ -75,3 +104,4 @@ def test_input_pipeline_reports_images_per_second_per_core():
   assert result["cores"] >= 1
   assert result["images_per_second_per_core"] == pytest.approx(
       result["images_per_second"] / result["cores"])
+

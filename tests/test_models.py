@@ -2,6 +2,7 @@
 
 import chex
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from configs import models as model_configs
 from vit_jax import checkpoint
 from vit_jax import models
+from vit_jax.models import vit
 
 # Parameter counts of the official repository (1000 classes, 224x224).
 OFFICIAL_PARAM_COUNTS = {
@@ -219,3 +221,17 @@ def test_gap_with_class_token_averages_patch_tokens_only(tiny_model_config):
   chex.assert_shape(tokens, (2, 65, 32))
   np.testing.assert_allclose(model.apply({"params": params}, IMAGES), tokens[:, 1:].mean(axis=1),
                              atol=1e-6)
+
+
+def test_split_heads_attention_matches_flax_attention_and_sows_the_same_weights():
+  """The CPU attention kept for speed (benchmarks/RESULTS.md) is flax's attention, head by head."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 12))
+  outputs = {}
+  for name, fn in (("flax", nn.dot_product_attention), ("split", vit.split_heads_attention)):
+    mha = nn.MultiHeadDotProductAttention(num_heads=3, attention_fn=fn)
+    params = mha.init(jax.random.key(1), x, x)
+    outputs[name] = mha.apply(params, x, x, sow_weights=True, mutable=["intermediates"])
+  (flax_out, flax_state), (split_out, split_state) = outputs["flax"], outputs["split"]
+  np.testing.assert_allclose(split_out, flax_out, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(split_state["intermediates"]["attention_weights"][0],
+                             flax_state["intermediates"]["attention_weights"][0], rtol=1e-5, atol=1e-6)

@@ -25,6 +25,47 @@ def fused_attention(query, key, value, mask=None, dtype=None, **unused_kwargs):
   return jax.nn.dot_product_attention(query, key, value, mask=mask)
 
 
+def split_heads_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.,
+                          broadcast_dropout=True, deterministic=True, dtype=None, precision=None,
+                          force_fp32_for_softmax=False, module=None):
+  """`nn.dot_product_attention` computed one head at a time: the same math, and the same sown
+  'attention_weights' [batch, heads, q, k].
+
+  On XLA:CPU the forward pass runs faster with one small dot per head than with one dot batched over
+  batch and heads (ViT-S/16 on 2 cores: 1.22x), but the backward pass slower (train step 0.88x; see
+  benchmarks/RESULTS.md), so the model uses it for inference only. Masks and attention dropout take
+  flax's path.
+  """
+  if mask is not None or (dropout_rate > 0. and not deterministic):
+    return nn.dot_product_attention(
+        query, key, value, mask=mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+        broadcast_dropout=broadcast_dropout, deterministic=deterministic, dtype=dtype,
+        precision=precision, force_fp32_for_softmax=force_fp32_for_softmax, module=module)
+  dtype = dtype or query.dtype
+  query, key, value = (x.astype(dtype) for x in (query, key, value))
+  query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
+  weights, outputs = [], []
+  for head in range(query.shape[-2]):
+    logits = jnp.einsum("...qd,...kd->...qk", query[..., head, :], key[..., head, :],
+                        precision=precision)
+    if force_fp32_for_softmax and dtype != jnp.float32:
+      w = jax.nn.softmax(logits.astype(jnp.float32))
+    else:
+      w = jax.nn.softmax(logits).astype(dtype)
+    weights.append(w)
+    outputs.append(jnp.einsum("...qk,...kd->...qd", w, value[..., head, :], precision=precision))
+  if module is not None:
+    module.sow("intermediates", "attention_weights", jnp.stack(weights, axis=-3))
+  return jnp.stack(outputs, axis=-2)
+
+
+def _unfused_attention(train: bool) -> Callable:
+  """The faster exact attention for the pass being traced: per-head dots for inference on CPU."""
+  if jax.default_backend() == "cpu" and not train:
+    return split_heads_attention
+  return nn.dot_product_attention
+
+
 def posemb_sincos_2d(height: int, width: int, dim: int, temperature: float = 10_000.) -> np.ndarray:
   """Fixed 2-D sin-cos position embedding (MoCo v3, big_vision): [1, height * width, dim]."""
   if dim % 4:
@@ -96,7 +137,7 @@ class Encoder1DBlock(nn.Module):
     x = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
         broadcast_dropout=False, dropout_rate=self.attention_dropout_rate,
-        attention_fn=fused_attention if self.fused_attention else nn.dot_product_attention,
+        attention_fn=fused_attention if self.fused_attention else _unfused_attention(not deterministic),
         name="MultiHeadDotProductAttention_1",
     )(x, x, deterministic=deterministic, sow_weights=not self.fused_attention)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
