@@ -61,16 +61,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset.source = "fashion_mnist"
   config.dataset.num_classes = 10
-  # 28 px upsampled to 32 for training crops and evaluation alike: training on resampled crops and
-  # testing on the raw pixels would be a train/test shift that caps the accuracy.
+  # 28 px upsampled to 32 (a 4x4 grid of 8x8 patches) for training and evaluation alike. No crops:
+  # on 28-px objects a random 32-of-37 crop cuts off parts and rescales, and costs vit_tiny 16 points
+  # at 600 steps (66.8% vs 82.5%, measured here), far more than it regularises.
   config.dataset.image_size = 32
-  config.dataset.train_augment = "finetune"  # resize to 37, random 32x32 crop, flip
+  config.dataset.train_augment = "none"
   config.dataset.shuffle_buffer = 60_000
 
   config.batch_size = 128
   config.eval_batch_size = 1000
   config.total_steps = 600  # 77k images: the 12-run scaling study fits in an hour on 2 CPU cores
-  config.optimizer.update(learning_rate=1e-3, warmup_steps=100, weight_decay=0.05)
+  # 3e-3 rather than 1e-3: +1.8 points for vit_tiny in this short schedule (84.3% vs 82.5%).
+  config.optimizer.update(learning_rate=3e-3, warmup_steps=100, weight_decay=0.05)
   config.loss.label_smoothing = 0.1
   config.log_every = 100
   config.eval_every = config.get_ref("total_steps")  # once, at the end (follows overrides)

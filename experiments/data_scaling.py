@@ -8,9 +8,8 @@ train_size, accuracy as a fraction, few-shot accuracies when the config reports 
 and `data_scaling.png` (accuracy vs training images, log x; 10-shot MNIST-5k probe accuracy dashed).
 
 The real study, on Fashion-MNIST (Debian package dataset-fashion-mnist): 3 models x 4 sizes, 600 steps
-of 128 images each. About 45 minutes on 2 CPU cores shared with other work (load ~5; measured step
-times: vit_tiny 0.10 s, vit_small 0.35 s, resnet 0.45 s, plus ~15-40 s of compiling and evaluation per
-run), about half that on quiet ones:
+of 128 images each: 22 minutes on 2 quiet CPU cores (runs of 40 s for vit_tiny, 100-140 s for
+vit_small and 130-155 s for the ResNet, compiling and evaluation included):
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --output_dir=experiments/results
 One launch command per unfinished run instead (for a cluster), then collect with the first command:
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --print_only
@@ -69,7 +68,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str, fewshot_data: str = "
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  fig, ax = plt.subplots(figsize=(8.4, 4.4))
   for i, model in enumerate(dict.fromkeys(row["model"] for row in rows)):
     points = sorted((r["train_size"], r["accuracy"], r.get(FEWSHOT_PLOTTED)) for r in rows
                     if r["model"] == model)
@@ -84,7 +83,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str, fewshot_data: str = "
   ax.set_ylabel("test accuracy (%)")
   ax.set_title(title)
   ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the lines, not on them
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

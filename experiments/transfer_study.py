@@ -8,12 +8,13 @@
             the paper's SGD fine-tuning recipe runs.
   scratch   configs/mnist5k.py:MODEL, the same model trained from scratch on MNIST-5k at 48 px (AdamW,
             as many steps as the fine-tuning).
+  pretrained_adamw  the pretrained model trained with the from-scratch recipe: separates what the
+            start brings from what the optimizer does.
 The same probes on the randomly initialised model give the no-pretraining reference. Writes
 transfer_study.md (the table for the README) and transfer_study.json. Runs are resumable; --print_only
 prints their launch commands (the fine-tuning one needs the pretraining finished).
 
-The real study (vit_small): about 17 minutes on 2 CPU cores shared with other work (load ~5), about
-half that on quiet ones:
+The real study (vit_small): about 12 minutes on 2 quiet CPU cores:
   python experiments/transfer_study.py --workdir_root=runs/transfer_study \
       --output_dir=experiments/results
 """
@@ -36,6 +37,10 @@ def study_runs(model: str, workdir_root: str, pretrain_overrides: tuple = (),
       finetune=runs.Run("mnist5k", f"{model},finetune", f"{workdir_root}/finetune-{model}",
                         (("init_checkpoint", pretrain.workdir),) + tuple(target_overrides)),
       scratch=runs.Run("mnist5k", model, f"{workdir_root}/scratch-{model}", tuple(target_overrides)),
+      # The control that separates the start from the optimizer: the pretrained model, trained with
+      # the from-scratch recipe.
+      pretrained_adamw=runs.Run("mnist5k", model, f"{workdir_root}/pretrained_adamw-{model}",
+                                (("init_checkpoint", pretrain.workdir),) + tuple(target_overrides)),
   )
 
 
@@ -57,7 +62,8 @@ def random_init_fewshot(run: runs.Run) -> dict[str, float]:
 def markdown(model: str, study: dict[str, runs.Run], results: dict[str, dict],
              random_fewshot: dict[str, float]) -> str:
   configs = {name: run.config() for name, run in study.items()}
-  pretrain, finetune, scratch = (results[name] for name in ("pretrain", "finetune", "scratch"))
+  pretrain, finetune, scratch, adamw = (
+      results[name] for name in ("pretrain", "finetune", "scratch", "pretrained_adamw"))
   source, target = configs["pretrain"].dataset, configs["finetune"].dataset
   shots = sorted(int(k.removeprefix("fewshot_").removesuffix("shot")) for k in pretrain
                  if k.startswith("fewshot_"))
@@ -72,6 +78,9 @@ def markdown(model: str, study: dict[str, runs.Run], results: dict[str, dict],
       f"| {model} | pretrained, fine-tuned (SGD, new zero head, position embeddings resized) | "
       f"{source.image_size} -> {target.image_size} px | {finetune['steps']:,} | "
       f"{percent(finetune['accuracy'])} |",
+      f"| {model} | pretrained, trained with the from-scratch recipe (AdamW, same new head and "
+      f"resizing) | {source.image_size} -> {target.image_size} px | {adamw['steps']:,} | "
+      f"{percent(adamw['accuracy'])} |",
       f"| {model} | random, trained from scratch (AdamW) | {target.image_size} px | "
       f"{scratch['steps']:,} | {percent(scratch['accuracy'])} |",
       "",

@@ -82,9 +82,11 @@ def test_transfer_study_fine_tunes_at_a_higher_resolution_and_probes_few_shot(tm
   assert posemb(pretrained) == (1, 16, 64) and posemb(finetuned) == (1, 36, 64)  # 32 px -> 48 px
   table = (tmp_path / "results" / "transfer_study.md").read_text()
   assert "| vit_tiny | pretrained, fine-tuned" in table and "| random initialisation |" in table
+  assert "| vit_tiny | pretrained, trained with the from-scratch recipe" in table
   assert "| features | 1-shot | 2-shot |" in table
   written = json.loads((tmp_path / "results" / "transfer_study.json").read_text())
-  assert set(written) == {"pretrain", "finetune", "scratch", "random_init_fewshot"} == set(summary)
+  assert set(written) == {"pretrain", "finetune", "scratch", "pretrained_adamw",
+                          "random_init_fewshot"} == set(summary)
   assert 0. <= written["finetune"]["accuracy"] <= 1. and written["scratch"]["steps"] == 3
 
   # The probes the training loop ran at its end, repeated standalone on the finished workdir.
