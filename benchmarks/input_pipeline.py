@@ -13,13 +13,13 @@ accelerator to see how many cores each accelerator needs.
 
 import argparse
 import gc
-import json
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
+
+from benchmarks import report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,11 +116,7 @@ def summary(r: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   result = benchmark(args)
-  if args.json:
-    print(summary(result), file=sys.stderr)
-    print(json.dumps(result))
-  else:
-    print(summary(result))
+  report.report(result, summary(result), as_json=args.json)
 
 
 if __name__ == "__main__":

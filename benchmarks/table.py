@@ -7,8 +7,7 @@ import json
 import pathlib
 import sys
 
-# Dense peaks from the vendors' data sheets (bf16 tensor cores), next to the peak each run measured.
-DATA_SHEET_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+from vit_jax import metrics
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -19,7 +18,7 @@ def row_line(name: str, r: dict) -> str:
   if "images_per_second" not in r:  # --compile_only
     return f"| {name} | {r['batch']} | - | - | - | - | {r['compile_seconds']:.1f} | - | - | - |"
   achieved = r["achieved_flops_per_second"]
-  sheet = next((v for k, v in DATA_SHEET_PEAKS.items() if k in r["device"]), None)
+  sheet = metrics.peak_flops_of_kind(r["device"])  # the data sheet's, next to the measured one
   memory = r.get("peak_memory_bytes")
   ratio = r.get("ratio_vs_peer")
   paired = r.get("ratio_vs_peer_paired_median")

@@ -19,8 +19,6 @@ are imported only for `--peer=timm`.
 """
 
 import argparse
-import ast
-import json
 import os
 import statistics
 import sys
@@ -33,8 +31,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from benchmarks import report
 from configs import common
 from configs import models as model_configs
+from vit_jax import metrics
 from vit_jax import steps
 
 _JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -88,19 +88,7 @@ def model_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
   config.update(dtype=args.dtype, scan=args.scan, remat=args.remat,
                 fused_attention=args.fused_attention, num_classes=args.num_classes)
   for item in args.override:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ValueError(f"--override {item!r} is not KEY=VALUE (e.g. transformer.num_layers=2).")
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # a plain string, e.g. classifier=gap
-    node, *path = config, *key.split(".")
-    for part in path[:-1]:
-      node = node[part]
-    if path[-1] not in node:
-      raise ValueError(f"--override {item!r}: the model config has no key {key!r}.")
-    node[path[-1]] = value
+    common.set_override(config, *common.parse_override(item), where="the model config")
   return config
 
 
@@ -147,16 +135,6 @@ def matmul_peak(dtype: str, size: int, options: dict | None = None) -> tuple[Cal
   return run, 2 * size**3 * calls
 
 
-def _compiled_flops(compiled: Any) -> float | None:
-  """FLOPs of one call by XLA's cost analysis (of a Compiled or a Lowered). vit_jax.metrics has the
-  same helper, but it imports clu, which imports TensorFlow."""
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get("flops")
-  return float(flops) if flops and flops > 0 else None
-
-
 def _compiled_memory(compiled: Any) -> int | None:
   """Bytes the compiled step needs on the device: arguments + outputs + temporaries - aliased."""
   try:
@@ -197,17 +175,17 @@ def jax_benchmark(args: argparse.Namespace) -> tuple[Callable[[], Any] | None, d
   compiled = lowered.compile(compiler_options=compiler_options(args) or None)
   facts = {"lower_seconds": lower_seconds,
            "compile_seconds": time.perf_counter() - start - lower_seconds,
-           "flops_per_step": _compiled_flops(compiled),
-           "compiled_flops_per_step": _compiled_flops(compiled),
+           "flops_per_step": metrics.compiled_flops(compiled),
            "compiled_memory_bytes": _compiled_memory(compiled),
            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(
                abstract_state.params if args.mode == "train" else abstract_state)))}
+  facts["compiled_flops_per_step"] = facts["flops_per_step"]
   if args.scan or args.remat:
     # MFU counts the model's FLOPs: XLA's cost analysis counts a scanned body once (not once per
     # layer) and counts remat's recomputation, so count the plain unrolled step (lowered, not compiled).
     plain = argparse.Namespace(**{**vars(args), "scan": False, "remat": False})
     plain_step, _, plain_state, _ = _jitted_step(plain)
-    facts["flops_per_step"] = _compiled_flops(plain_step.lower(plain_state, batch))
+    facts["flops_per_step"] = metrics.compiled_flops(plain_step.lower(plain_state, batch))
   if args.compile_only:
     return None, facts
 
@@ -307,13 +285,13 @@ def time_interleaved(runs: dict[str, Callable[[], Any]], repeats: dict[str, int]
 
 
 def benchmark(args: argparse.Namespace) -> dict:
-  device = jax.devices()[0]
+  device, options = jax.devices()[0], compiler_options(args)
   result = {
       "model": args.model, "mode": args.mode, "batch": args.batch, "res": args.res,
       "dtype": args.dtype, "scan": args.scan, "remat": args.remat,
       "fused_attention": args.fused_attention, "donate": args.donate,
       "accum_steps": args.accum_steps, "overrides": args.override,
-      "compiler_options": compiler_options(args),
+      "compiler_options": options,
       "device": device.device_kind, "backend": jax.default_backend(), "jax_version": jax.__version__,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
@@ -325,8 +303,8 @@ def benchmark(args: argparse.Namespace) -> dict:
   peak_size = args.peak_size or (2048 if jax.default_backend() == "cpu" else 8192)
   runs = {"vit_jax": run}
   runs["matmul"], matmul_flops = matmul_peak(args.dtype, peak_size)
-  if compiler_options(args):  # The peak is the better of XLA's defaults and the step's options.
-    runs["matmul_options"], _ = matmul_peak(args.dtype, peak_size, compiler_options(args))
+  if options:  # The peak is the better of XLA's defaults and the step's options.
+    runs["matmul_options"], _ = matmul_peak(args.dtype, peak_size, options)
   if args.peer == "timm":
     runs["timm"], peer_facts = timm_benchmark(args, model_config(args))
     result.update(peer_facts)
@@ -400,11 +378,7 @@ def summary(r: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   result = benchmark(args)
-  if args.json:
-    print(summary(result), file=sys.stderr)
-    print(json.dumps(result))
-  else:
-    print(summary(result))
+  report.report(result, summary(result), as_json=args.json)
 
 
 if __name__ == "__main__":

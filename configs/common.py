@@ -4,6 +4,9 @@ Experiment configs start from `get_config()` here and override what they change.
 somewhere; a typo in an override (`--config.optimizer.lerning_rate=...`) fails at start-up.
 """
 
+import ast
+from typing import Any
+
 import ml_collections
 
 from configs import models
@@ -70,3 +73,26 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000
   config.keep_checkpoints = 3
   return config
+
+
+def parse_override(pair: str) -> tuple[str, Any]:
+  """'KEY=VALUE' -> (key, value), the value a Python literal where it parses (20, 0.1, (4, 4)), else
+  the string ('train[:64]', 'gap')."""
+  key, sep, text = pair.partition("=")
+  if not sep:
+    raise ValueError(f"Override {pair!r} is not KEY=VALUE (e.g. transformer.num_layers=2).")
+  try:
+    return key, ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return key, text
+
+
+def set_override(config: ml_collections.ConfigDict, key: str, value: Any, where: str) -> None:
+  """Sets the dotted `key` of `config`; a key it lacks is an error naming `where` the config is from."""
+  *parents, leaf = key.split(".")
+  node = config
+  for name in parents:
+    node = node[name]
+  if leaf not in node:
+    raise ValueError(f"Override {key}={value!r}: {where} has no key {key!r}.")
+  node[leaf] = value

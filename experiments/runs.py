@@ -6,7 +6,6 @@ process, or prints the command that launches each (`python -m vit_jax.main ...`,
 TPU VM); both build the same config from the same spec.
 """
 
-import ast
 from collections.abc import Iterable, Sequence
 import dataclasses
 import importlib
@@ -17,6 +16,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
+from configs import common
 from vit_jax import workdir as workdir_lib
 
 
@@ -31,13 +31,7 @@ class Run:
     module = importlib.import_module(f"configs.{self.config_module}")
     config = module.get_config(self.arg) if self.arg else module.get_config()
     for key, value in self.overrides:
-      *parents, leaf = key.split(".")
-      node = config
-      for name in parents:
-        node = node[name]
-      if leaf not in node:
-        raise KeyError(f"Override {key}={value!r}: configs/{self.config_path} has no key {key!r}.")
-      node[leaf] = value
+      common.set_override(config, key, value, where=f"configs/{self.config_path}")
     return config
 
   @property
@@ -61,17 +55,7 @@ def _flag_value(value: Any) -> str:
 
 def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, Any], ...]:
   """['total_steps=20', 'dataset.train_split=train[:64]'] -> typed (key, value) pairs."""
-  parsed = []
-  for pair in pairs:
-    key, sep, text = pair.partition("=")
-    if not sep:
-      raise ValueError(f"Override {pair!r} is not KEY=VALUE.")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    parsed.append((key, value))
-  return tuple(parsed)
+  return tuple(common.parse_override(pair) for pair in pairs)
 
 
 def execute(runs: Iterable[Run], *, print_only: bool) -> None:

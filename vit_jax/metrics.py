@@ -5,11 +5,13 @@ elsewhere (CPUs) MFU is left out unless `config.peak_flops_per_device` gives one
 """
 
 import time
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from absl import logging
-from clu import metric_writers
 import jax
+
+if TYPE_CHECKING:
+  from clu import metric_writers
 
 # Dense peak FLOP/s per device (bf16; TPU v2/v3 per core), from the vendors' data sheets.
 _PEAK_FLOPS = (
@@ -20,8 +22,12 @@ _PEAK_FLOPS = (
 
 
 def device_peak_flops(device: jax.Device | None = None) -> float | None:
-  kind = (device or jax.devices()[0]).device_kind
-  return next((flops for name, flops in _PEAK_FLOPS if name.lower() in kind.lower()), None)
+  return peak_flops_of_kind((device or jax.devices()[0]).device_kind)
+
+
+def peak_flops_of_kind(device_kind: str) -> float | None:
+  """The data-sheet peak of a `jax.Device.device_kind` ("NVIDIA H100 80GB HBM3"), None if unknown."""
+  return next((flops for name, flops in _PEAK_FLOPS if name.lower() in device_kind.lower()), None)
 
 
 def compiled_flops(compiled: Any) -> float | None:
@@ -33,8 +39,11 @@ def compiled_flops(compiled: Any) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
+def create_writer(workdir: str) -> "metric_writers.MetricWriter":
   """TensorBoard events in the workdir (process 0 only); other processes log nothing twice."""
+  # clu loads TensorFlow: imported here, so that the benchmarks can use this module's FLOPs and peaks
+  # on machines without it.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
   return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0,
                                               asynchronous=True)
 

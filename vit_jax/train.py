@@ -70,21 +70,30 @@ def evaluate(eval_step: Callable, params: Any, batches: Iterator[Batch]) -> dict
           "loss": float(totals["loss"]) / count}
 
 
+def make_evaluator(config: ml_collections.ConfigDict, model: nn.Module, mesh: jax.sharding.Mesh,
+                   params_sharding: Any) -> Callable[[Any], dict[str, float]]:
+  """f(params) -> metrics on `config`'s eval split, plus its few-shot probes if it has any."""
+  batch_sharding = sharding.batch_sharding(mesh)
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(params_sharding, batch_sharding),
+                      out_shardings=sharding.replicated(mesh))
+  fewshot_eval = fewshot.from_config(config, mesh)  # {} unless the config has a `fewshot` section
+
+  def evaluator(params: Any) -> dict[str, float]:
+    batches = input_pipeline.eval_batches(
+        config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding)
+    return {**evaluate(eval_step, params, batches), **fewshot_eval(params)}
+
+  return evaluator
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, run_workdir: str) -> dict[str, float]:
   """Scores the latest params of the run in `run_workdir` on `config`'s eval split (and its few-shot
   probes, if it has any): how ImageNet-ReaL scores the ImageNet fine-tuning run."""
   mesh = sharding.create_mesh(config.mesh)
-  model = create_model(config)
   _, params = workdir_lib.load_params(run_workdir)
   params_sharding = sharding.tree_shardings(params, mesh, config.sharding)
-  params = jax.device_put(params, params_sharding)
-  batch_sharding = sharding.batch_sharding(mesh)
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(params_sharding, batch_sharding),
-                      out_shardings=sharding.replicated(mesh))
-  results = evaluate(eval_step, params, input_pipeline.eval_batches(
-      config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding))
-  results.update(fewshot.from_config(config, mesh)(params))
-  return results
+  evaluator = make_evaluator(config, create_model(config), mesh, params_sharding)
+  return evaluator(jax.device_put(params, params_sharding))
 
 
 def _check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
@@ -134,13 +143,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(model, tx, config), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(state_sharding.params, batch_sharding),
-                      out_shardings=sharding.replicated(mesh))
   batches = input_pipeline.train_batches(config.dataset, global_batch_size=config.batch_size,
                                          seed=config.seed, start_step=first_step, sharding=batch_sharding)
-  eval_batches = lambda: input_pipeline.eval_batches(
-      config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding)
-  fewshot_eval = fewshot.from_config(config, mesh)  # {} unless the config has a `fewshot` section
+  evaluator = make_evaluator(config, model, mesh, state_sharding.params)
 
   writer = metrics.create_writer(workdir)
   batch = next(batches)
@@ -177,8 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         writer.write_scalars(step, step_metrics)
         metrics.log_line(step, config.total_steps, step_metrics)
       if step % config.eval_every == 0 or is_last:
-        eval_metrics = evaluate(eval_step, state.params, eval_batches())
-        eval_metrics.update(fewshot_eval(state.params))
+        eval_metrics = evaluator(state.params)
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
       # Across hosts the check is a collective, so it runs at log steps only.
