@@ -247,3 +247,21 @@ def test_cli_wants_workdir_or_model_and_checkpoint(image_dir, capsys):
       predict.main(argv + [str(image_dir)])
     assert exit_info.value.code == 2
   assert "--workdir" in capsys.readouterr().err
+
+
+def test_cli_unwritable_csv_fails_before_classifying(run_dir, image_dir, tmp_path, capsys):
+  status = predict.main([f"--workdir={run_dir}", f"--csv={tmp_path / 'no_folder' / 'out.csv'}",
+                         str(image_dir)])
+  out, err = capsys.readouterr()
+  assert status == 2
+  assert f"error: cannot write --csv={tmp_path / 'no_folder' / 'out.csv'}" in err
+  assert out == "" and "Classified" not in err
+
+
+def test_cli_missing_input_exits_2_and_names_it(run_dir, image_dir, tmp_path, capsys):
+  status = predict.main([f"--workdir={run_dir}", f"--csv={tmp_path / 'out.csv'}",
+                         str(image_dir / "cat.jpg"), str(tmp_path / "missing.jpg")])
+  out, err = capsys.readouterr()
+  assert status == 2
+  assert f"error: no such file or folder: {tmp_path / 'missing.jpg'}" in err
+  assert out == "" and not (tmp_path / "out.csv").exists()

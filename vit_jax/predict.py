@@ -7,10 +7,12 @@ Images go through the evaluation transform of `vit_jax.preprocess` (resize the s
 crop to the model's resolution, [-1, 1]) after decoding as the training pipeline decodes image folders
 (grayscale and RGBA become RGB). A file that is not an image is reported and skipped, and the rest are
 still classified. Exit status: 0 all classified, 1 some skipped, 2 nothing done (a model, checkpoint or
-labels file that cannot be used, or no images).
+labels file that cannot be used, an input path that does not exist, a --csv file that cannot be
+written, or no images).
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -19,7 +21,7 @@ import pathlib
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import flax.linen as nn
 import jax
@@ -193,7 +195,7 @@ def _image_paths(inputs: Sequence[str]) -> list[pathlib.Path]:
     if path.is_dir():
       paths += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     else:
-      paths.append(path)  # a missing file is reported by read_image like any unreadable one
+      paths.append(path)
   return paths
 
 
@@ -244,8 +246,26 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Prints the top-k classes of each image; returns the exit status (see the module docstring)."""
+  """Prints the top-k classes of each image; returns the exit status (see the module docstring).
+
+  Inputs that do not exist and a --csv file that cannot be written end the run (status 2) before
+  the model is loaded, so that no classification is lost.
+  """
   args = _parse_args(sys.argv[1:] if argv is None else argv)
+  missing = [name for name in args.images if not pathlib.Path(name).exists()]
+  if missing:
+    print(f"error: no such file or folder: {' '.join(missing)}", file=sys.stderr)
+    return 2
+  try:
+    csv_file = open(args.csv, "w", newline="") if args.csv else contextlib.nullcontext()
+  except OSError as e:
+    print(f"error: cannot write --csv={args.csv}: {e.strerror or e}", file=sys.stderr)
+    return 2
+  with csv_file as f:
+    return _predict(args, f)
+
+
+def _predict(args: argparse.Namespace, csv_file: TextIO | None) -> int:
   try:
     if args.workdir:
       model, params, image_size = load_workdir(args.workdir)
@@ -273,12 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       bar.update()
 
   classified = [r for r in results if not r.error]
-  if args.csv:
-    with open(args.csv, "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["path", "label", "probability", "class_id"])
-      for r in classified:
-        writer.writerow([r.path, names[r.class_ids[0]], f"{r.probabilities[0]:.6f}", r.class_ids[0]])
+  if csv_file:
+    writer = csv.writer(csv_file)
+    writer.writerow(["path", "label", "probability", "class_id"])
+    for r in classified:
+      writer.writerow([r.path, names[r.class_ids[0]], f"{r.probabilities[0]:.6f}", r.class_ids[0]])
   skipped = len(results) - len(classified)
   print(f"Classified {len(classified)} image(s)" + (f"; skipped {skipped} unreadable file(s)."
                                                     if skipped else "."), file=sys.stderr)
