@@ -264,3 +264,26 @@ def test_empty_image_folder_split_raises(image_folder):
 def test_unknown_source_lists_the_known_ones():
   with pytest.raises(ValueError, match="'mnist' is not one of.*'digits'"):
     data_sources.load(_config(source="mnist"), "train")
+
+
+def test_unknown_tfds_name_is_one_line_with_close_matches():
+  with pytest.raises(ValueError) as error:
+    data_sources.load(_config(source="tfds", name="cifar11"), "train")
+  message = str(error.value)
+  assert "config.dataset.name='cifar11': tfds has no data set 'cifar11'; close matches:" in message
+  assert "cifar10" in message and "tfds.list_builders()" in message
+  assert len(message.splitlines()) == 1 and error.value.__suppress_context__
+
+
+def test_image_folder_names_class_folders_without_images(image_folder):
+  (image_folder / "train/bird").mkdir()
+  (image_folder / "test/bird").mkdir()
+  with pytest.raises(ValueError, match=r"class folders \['bird'\] hold no files in any split"):
+    data_sources.load(_config(source="image_folder", data_dir=str(image_folder)), "train")
+
+
+def test_image_folder_warns_of_classes_missing_from_one_split(image_folder, caplog):
+  with caplog.at_level(logging.WARNING):
+    source = data_sources.load(_config(source="image_folder", data_dir=str(image_folder)), "test")
+  assert source.num_classes == 2
+  assert "split 'test' has no files for classes ['dog']" in caplog.text

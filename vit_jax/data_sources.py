@@ -12,6 +12,7 @@ accept slicing everywhere: "train[:10%]", "train[:5000]", "test[100:200]".
 
 from collections.abc import Callable
 import dataclasses
+import difflib
 import functools
 import gzip
 import hashlib
@@ -113,9 +114,23 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
   raise ValueError(f"Cannot make an RGB image of {channels} channels (image shape {image.shape}).")
 
 
+def tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """tfds.builder, with an unknown name reported in one line with its close matches (tfds's own
+  error lists every data set it knows)."""
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    base_name = name.split("/")[0].split(":")[0]
+    close = difflib.get_close_matches(base_name, tfds.list_builders(with_community_datasets=False))
+    raise ValueError(
+        f"config.dataset.name={name!r}: tfds has no data set {base_name!r}"
+        + (f"; close matches: {', '.join(close)}" if close else "")
+        + ". All names: python -c 'import tensorflow_datasets as tfds; print(tfds.list_builders())'."
+    ) from None
+
+
 def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
-  data_dir = data_config.data_dir or None
-  builder = tfds.builder(data_config.name, data_dir=data_dir)
+  builder = tfds_builder(data_config.name, data_config.data_dir or None)
   features = builder.info.features
   if "image" not in features:
     raise ValueError(f"tfds data set {data_config.name!r} has features {list(features)}; the "
@@ -278,6 +293,11 @@ def _decodable(paths: tuple[str, ...], stamp: str) -> np.ndarray:
   return ok
 
 
+def _image_files(class_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The files of one class folder (none if it is missing), hidden files left out, sorted."""
+  return sorted(p for p in class_dir.glob("*") if p.is_file() and not p.name.startswith("."))
+
+
 def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
   """`data_dir/<split>/<class>/<image>`; class index = position in the sorted class names.
 
@@ -299,12 +319,20 @@ def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
     raise FileNotFoundError(f"Image folder {root} has no split folder {name!r} (split {split!r}); "
                             f"it has {[p.name for p in split_dirs]}.")
   classes = sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()})
+  files = {(d.name, c): _image_files(d / c) for d in split_dirs for c in classes}
+  never_filled = [c for c in classes if not any(files[d.name, c] for d in split_dirs)]
+  if never_filled:
+    raise ValueError(f"Image folder {root}: class folders {never_filled} hold no files in any split "
+                     f"({[d.name for d in split_dirs]}), yet each would count as a class: add "
+                     "images to them or remove them.")
+  empty_here = [c for c in classes if not files[name, c]]
+  if empty_here:
+    logging.warning("Image folder %s: split %r has no files for classes %s (they exist in other "
+                    "splits).", root, name, empty_here)
   paths, labels = [], []
   for label, class_name in enumerate(classes):
-    class_dir = root / name / class_name
-    files = sorted(p for p in class_dir.glob("*") if p.is_file() and not p.name.startswith("."))
-    paths += [str(p) for p in files]
-    labels += [label] * len(files)
+    paths += [str(p) for p in files[name, class_name]]
+    labels += [label] * len(files[name, class_name])
 
   ok = _decodable(tuple(paths), _file_stamp(paths))
   bad = [p for p, good in zip(paths, ok) if not good]
