@@ -16,10 +16,13 @@ import gc
 import os
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
 
-from benchmarks import report
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
+
+from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -7,7 +7,9 @@ import json
 import pathlib
 import sys
 
-from vit_jax import metrics
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
+
+from vit_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _fmt(value: float | None, spec: str) -> str:

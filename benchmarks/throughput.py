@@ -20,6 +20,7 @@ are imported only for `--peer=timm`.
 
 import argparse
 import os
+import pathlib
 import statistics
 import sys
 import time
@@ -31,11 +32,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from benchmarks import report
-from configs import common
-from configs import models as model_configs
-from vit_jax import metrics
-from vit_jax import steps
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
+
+from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
