@@ -1,6 +1,6 @@
 """Images/s of the training input pipeline, in all and per CPU core: is data feeding the bottleneck?
 
-  python -m benchmarks.input_pipeline --cores=1 --batch=64 --res=224 --augment=pretrain --json
+  python -m benchmarks.input_pipeline --cores=1 --batch=64 --res=224 --augment=inception_crop --json
 
 Runs `vit_jax.input_pipeline.train_batches` (read, JPEG decode, inception crop or fine-tune crop,
 flip, normalise, batch, device put) over an image folder: `--data_dir` (train/<class>/<image>), or by
@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--image_size", default="500x375", help="synthetic JPEG width x height")
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--res", type=int, default=224)
-  parser.add_argument("--augment", choices=("pretrain", "finetune", "none"), default="pretrain")
+  parser.add_argument("--augment", default="inception_crop",
+                      help="config.dataset.train_augment (vit_jax/preprocess.py)")
   parser.add_argument("--batches", type=int, default=10, help="timed batches per repeat")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
   parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")

@@ -29,7 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
       eval_name="",            # tfds: the eval split's data set, if another ("imagenet2012_real")
       eval_label="",           # tfds: the eval split's label feature, if another ("real_label")
       image_size=224,          # the model's input resolution
-      train_augment="finetune",  # pretrain (inception crop + flip) | finetune (resize, random crop, flip) | none
+      train_augment="squash_crop",  # inception_crop | resmall_crop | squash_crop | resize | central_crop
+      eval_preprocess="central_crop",  # central_crop | resize | resmall_central_crop (whose: preprocess.py)
       random_flip=True,        # mirror training images (off for digits and text)
       mixup_alpha=0.0,         # > 0 mixes pairs of training images and labels
       shuffle_buffer=50_000,

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.source = "digits"
   config.dataset.num_classes = 10
   config.dataset.image_size = 16  # upsampled, so that train crops and eval views match
-  config.dataset.train_augment = "finetune"  # 1-pixel random shifts
+  config.dataset.train_augment = "squash_crop"  # 1-pixel random shifts
   config.dataset.random_flip = False
   config.dataset.shuffle_buffer = 2_000
 

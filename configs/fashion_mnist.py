@@ -65,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # on 28-px objects a random 32-of-37 crop cuts off parts and rescales, and costs vit_tiny 16 points
   # at 600 steps (66.8% vs 82.5%, measured here), far more than it regularises.
   config.dataset.image_size = 32
-  config.dataset.train_augment = "none"
+  config.dataset.train_augment = "central_crop"
   config.dataset.shuffle_buffer = 60_000
 
   config.batch_size = 128

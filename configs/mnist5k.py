@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.source = "mnist5k"
   config.dataset.num_classes = 10
   config.dataset.image_size = 48
-  config.dataset.train_augment = "none"  # as in the pretraining: crops cut off parts of 28-px digits
+  config.dataset.train_augment = "central_crop"  # as in the pretraining: crops cut off parts of 28-px digits
   config.dataset.shuffle_buffer = 4_000
 
   config.batch_size = 128

@@ -25,7 +25,7 @@ def sharding() -> NamedSharding:
 
 def _config(**overrides) -> ml_collections.ConfigDict:
   config = common.get_config().dataset
-  config.update(dict(source="digits", image_size=8, train_augment="none"))
+  config.update(dict(source="digits", image_size=8, train_augment="central_crop"))
   config.update(overrides)
   return config
 
@@ -41,7 +41,7 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def test_train_batches_are_global_arrays_sharded_over_the_mesh(sharding):
-  config = _config(train_augment="pretrain", image_size=12, mixup_alpha=0.2)
+  config = _config(train_augment="inception_crop", image_size=12, mixup_alpha=0.2)
   batch = next(input_pipeline.train_batches(
       config, global_batch_size=16, seed=0, start_step=0, sharding=sharding))
   chex.assert_shape(batch["image"], (16, 12, 12, 3))
@@ -57,7 +57,7 @@ def test_train_batches_are_global_arrays_sharded_over_the_mesh(sharding):
 @pytest.mark.parametrize("start_step", [2, 4, 5])
 def test_resumed_run_sees_the_batches_of_an_unbroken_run(sharding, start_step):
   # 40 examples in batches of 16: epochs end inside batches 2 and 7, and before batch 5.
-  config = _config(train_split="train[:40]", train_augment="pretrain", mixup_alpha=0.2)
+  config = _config(train_split="train[:40]", train_augment="inception_crop", mixup_alpha=0.2)
   unbroken = _train(config, sharding, steps=7)
   resumed = _train(config, sharding, steps=7 - start_step, start_step=start_step)
   chex.assert_trees_all_equal(resumed, unbroken[start_step:])
@@ -103,7 +103,7 @@ def test_prefetch_changes_timing_not_data(sharding):
 
 def test_tfds_data_set_under_mock_data(sharding):
   with tfds.testing.mock_data(num_examples=16):
-    config = _config(source="tfds", name="cifar10", train_augment="finetune")
+    config = _config(source="tfds", name="cifar10", train_augment="squash_crop")
     batch = _train(config, sharding, steps=3, batch=8)[-1]
   chex.assert_shape(batch["image"], (8, 8, 8, 3))
 

@@ -171,7 +171,8 @@ def _eval_dataset(
     data_config: ml_collections.ConfigDict, local_batch_size: int) -> tf.data.Dataset:
   """This process's eval batches, padded with masked-out examples to the same count everywhere."""
   source = _load(eval_data_config(data_config), data_config.eval_split)
-  transform = preprocess.eval_transform(data_config.image_size, data_config.num_classes)
+  transform = preprocess.eval_transform(data_config.image_size, data_config.num_classes,
+                                       data_config.eval_preprocess)
 
   def prepare(example: data_sources.Features) -> data_sources.Features:
     return {**transform(source.decode(example)), "mask": tf.constant(1.0)}

@@ -13,10 +13,15 @@ import tensorflow as tf
 
 Features = dict[str, tf.Tensor]
 
-TRAIN_AUGMENTS = ("pretrain", "finetune", "none")
-# Fine-tuning resizes to this multiple of the crop size, then crops (256 -> 224, as is usual; the
-# official ViT fine-tuning code resizes to 448 and crops 384, a ratio of 7/6).
-FINETUNE_RESIZE_RATIO = 8 / 7
+# config.dataset.train_augment and config.dataset.eval_preprocess; whose each is: see the functions.
+TRAIN_AUGMENTS = ("inception_crop", "resmall_crop", "squash_crop", "resize", "central_crop")
+EVAL_PREPROCESSES = ("resize", "resmall_central_crop", "central_crop")
+# Names before issue 11 (the old "finetune" was called the official recipe, which it is not).
+_RENAMED = {"pretrain": "inception_crop", "finetune": "squash_crop", "none": "central_crop"}
+# squash_crop squashes to this multiple of the size, then crops (256 -> 224).
+SQUASH_CROP_RATIO = 8 / 7
+# big_vision's transfer.py resizes the shorter side to h_res=448 and crops l_res=384: 7/6 of the size.
+RESMALL_RATIO = 448 / 384
 INCEPTION_AREA_RANGE = (0.05, 1.0)
 INCEPTION_ASPECT_RANGE = (3 / 4, 4 / 3)
 
@@ -44,7 +49,10 @@ def encode_label(label: tf.Tensor, num_classes: int) -> tf.Tensor:
 
 
 def central_crop(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Resizes the shorter side to `image_size`, then cuts the central square (float32 [0, 255])."""
+  """Resizes the shorter side to `image_size`, then cuts the central square (float32 [0, 255]).
+
+  This repository's own evaluation view (neither author's: see `resize`, `resmall_central_crop`).
+  """
   shape = tf.cast(tf.shape(image)[:2], tf.float32)
   scale = image_size / tf.reduce_min(shape)
   new_shape = tf.cast(tf.math.ceil(shape * scale), tf.int32)
@@ -52,8 +60,41 @@ def central_crop(image: tf.Tensor, image_size: int) -> tf.Tensor:
   return tf.image.resize_with_crop_or_pad(image, image_size, image_size)
 
 
+def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Squashes the whole image to the square, aspect ratio not kept (float32 [0, 255]).
+
+  vision_transformer's evaluation (input_pipeline.py: `tf.image.resize(im, [crop_size, crop_size])`)
+  and the VTAB package's view of every task.
+  """
+  return _resize(image, image_size, image_size)
+
+
+def resize_small(image: tf.Tensor, smaller_size: int) -> tf.Tensor:
+  """big_vision's `resize_small`: shorter side to `smaller_size`, sides rounded, 'area' resampling,
+  back to uint8 (clipped, truncated) as big_vision keeps the dtype."""
+  shape = tf.cast(tf.shape(image)[:2], tf.float32)
+  new_shape = tf.cast(tf.round(shape * smaller_size / tf.reduce_min(shape)), tf.int32)
+  resized = tf.image.resize(image, new_shape, method="area")
+  return tf.cast(tf.clip_by_value(resized, 0, 255), tf.uint8)
+
+
+def resmall_central_crop(image: tf.Tensor, image_size: int) -> tf.Tensor:
+  """big_vision's transfer evaluation: `resize_small(448)|central_crop(384)` at 384 (7/6 of the size).
+
+  The crop starts at ((H - S) // 2, (W - S) // 2), as big_vision's `central_crop`.
+  """
+  image = resize_small(image, round(image_size * RESMALL_RATIO))
+  offsets = (tf.shape(image)[:2] - image_size) // 2
+  return tf.image.crop_to_bounding_box(image, offsets[0], offsets[1], image_size, image_size)
+
+
 def inception_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
-  """A random box of 5%-100% of the area and aspect 3/4-4/3, resized to the square."""
+  """A random box of 5%-100% of the area and aspect 3/4-4/3, resized to the square.
+
+  The crop of vision_transformer's fine-tuning (`inception_crop=True`, its default) and of
+  big_vision's transfer to ImageNet, Pets and Flowers (`inception_crop(384)`), both with the same
+  area range; also both repositories' ImageNet pretraining crop.
+  """
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       tf.shape(image),
       bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
@@ -65,11 +106,21 @@ def inception_crop(image: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Ten
   return _resize(tf.slice(image, begin, size), image_size, image_size)
 
 
-def eval_transform(image_size: int, num_classes: int) -> Callable[[Features], Features]:
-  """Resize and central crop: the deterministic view used for evaluation."""
+def eval_transform(image_size: int, num_classes: int,
+                   preprocess: str = "central_crop") -> Callable[[Features], Features]:
+  """The deterministic view used for evaluation (config.dataset.eval_preprocess).
+
+  central_crop: shorter side to the size, central square (this repository's). resize: squash to the
+  size (vision_transformer's and VTAB's). resmall_central_crop: big_vision's transfer evaluation.
+  """
+  views = {"central_crop": central_crop, "resize": resize,
+           "resmall_central_crop": resmall_central_crop}
+  if preprocess not in views:
+    raise ValueError(f"config.dataset.eval_preprocess={preprocess!r} is not one of "
+                     f"{EVAL_PREPROCESSES}.")
 
   def transform(features: Features) -> Features:
-    image = central_crop(features["image"], image_size)
+    image = views[preprocess](features["image"], image_size)
     return _finish(image, features["label"], image_size, num_classes)
 
   return transform
@@ -79,24 +130,32 @@ def train_transform(augment: str, image_size: int, num_classes: int,
                     random_flip: bool = True) -> Callable[[Features, tf.Tensor], Features]:
   """The training transform `augment` (config.dataset.train_augment) as f(features, seed).
 
-  pretrain: inception crop + random flip. finetune: resize to `FINETUNE_RESIZE_RATIO` x the size,
-  random crop, random flip (the official fine-tuning recipe). none: as for evaluation.
+  inception_crop: `inception_crop` + random flip (vision_transformer's fine-tuning; big_vision's
+  transfer to ImageNet, Pets, Flowers). resmall_crop: big_vision's transfer to CIFAR, shorter side to
+  7/6 of the size (448 for 384), random crop, random flip. squash_crop: this repository's own: squash
+  to `SQUASH_CROP_RATIO` x the size, random crop, random flip. resize: squash to the size, no
+  randomness (VTAB). central_crop: as the evaluation's `central_crop`, no randomness.
   `random_flip=False` keeps the crops but never mirrors (digits and text are not mirror-symmetric).
   """
   if augment not in TRAIN_AUGMENTS:
-    raise ValueError(f"config.dataset.train_augment={augment!r} is not one of {TRAIN_AUGMENTS}.")
-  resize_size = round(image_size * FINETUNE_RESIZE_RATIO)
+    renamed = f" (renamed {_RENAMED[augment]!r})" if augment in _RENAMED else ""
+    raise ValueError(
+        f"config.dataset.train_augment={augment!r} is not one of {TRAIN_AUGMENTS}{renamed}.")
 
   def transform(features: Features, seed: tf.Tensor) -> Features:
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
     image = features["image"]
-    if augment == "none":
-      image = central_crop(image, image_size)
+    if augment in ("resize", "central_crop"):
+      image = resize(image, image_size) if augment == "resize" else central_crop(image, image_size)
     else:
-      if augment == "pretrain":
+      if augment == "inception_crop":
         image = inception_crop(image, image_size, crop_seed)
       else:
-        image = _resize(image, resize_size, resize_size)
+        if augment == "resmall_crop":
+          image = resize_small(image, round(image_size * RESMALL_RATIO))
+        else:
+          side = round(image_size * SQUASH_CROP_RATIO)
+          image = _resize(image, side, side)
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
       if random_flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)

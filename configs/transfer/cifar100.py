@@ -4,6 +4,8 @@
 10,000 steps at batch 512; learning rate from {0.001, 0.003, 0.01, 0.03} (paper Table 4), chosen on 2% of
 the training set. Reaches 91.67% top-1 with ViT-B/16 at 384 (paper Table 5); the official repository's
 two runs of this recipe reached 92.26% and 92.64%.
+Pre-processing: vision_transformer's, which produced the published numbers: inception crop + flip
+for training, evaluation images squashed to the resolution (recipe.py).
 """
 
 import ml_collections

@@ -5,6 +5,8 @@
 the training set; evaluated on the 50,000 validation images (tfds `imagenet2012` must be prepared: it
 needs the manually downloaded ILSVRC-2012 files). Reaches 83.97% top-1 with ViT-B/16 at 384 (paper
 Table 5; the official repository's runs: 84.62%, 84.61%) and 81.2% at 224 (official README).
+Pre-processing: vision_transformer's, which produced the published numbers: inception crop + flip
+for training, evaluation images squashed to the resolution (recipe.py).
 """
 
 import ml_collections

@@ -5,6 +5,7 @@ only the evaluation differs. ReaL (Beyer et al. 2020, tfds `imagenet2012_real`) 
 validation images with sets of plausible labels (`real_label`); a prediction counts when it is in the
 set, and images with an empty set are left out (vit_jax.steps.make_eval_step). Published: 88.35% with
 ViT-B/16 at 384 (paper Table 5).
+Pre-processing: imagenet2012.py's (vision_transformer's, as for the published numbers).
 """
 
 import ml_collections

@@ -6,6 +6,8 @@ Trains on train+validation (2,040 images, as BiT, whose setup the paper follows)
 test images. 500 steps at batch 512, warmup 50 (the official README's ratio for 500-step schedules);
 learning rate from {0.001, 0.003, 0.01, 0.03} (paper Table 4), chosen on 10% of the training images.
 Reaches 99.38% top-1 with ViT-B/16 at 384 (paper Table 5).
+Pre-processing: vision_transformer's, which produced the published numbers: inception crop + flip
+for training, evaluation images squashed to the resolution (recipe.py).
 """
 
 import ml_collections

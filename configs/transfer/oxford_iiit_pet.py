@@ -4,6 +4,8 @@
 500 steps at batch 512, warmup 50 (the official README's ratio for 500-step schedules); learning rate
 from {0.001, 0.003, 0.01, 0.03} (paper Table 4), chosen on 10% of the 3,680 training images.
 Reaches 94.43% top-1 on the 3,669 test images with ViT-B/16 at 384 (paper Table 5).
+Pre-processing: vision_transformer's, which produced the published numbers: inception crop + flip
+for training, evaluation images squashed to the resolution (recipe.py).
 """
 
 import ml_collections

@@ -4,6 +4,11 @@ Dosovitskiy et al. 2021 (arXiv:2010.11929), Appendix B.1.1 and Table 4: SGD with
 decay, gradient clipping at global norm 1, batch 512, cosine decay after a linear warmup, resolution 384
 (224 as an option), from a published ImageNet-21k checkpoint whose head is replaced by a zero-initialised
 one and whose position embeddings are resized to the new patch grid (`vit_jax.checkpoint.adapt`).
+Pre-processing is that of the code that produced the published numbers, vision_transformer's
+(`vit_jax/input_pipeline.py`): training images get an inception crop and a random flip
+(`train_augment="inception_crop"`), evaluation images are squashed to the resolution
+(`eval_preprocess="resize"`, no crop). big_vision's transfer variants are there to compare:
+`resmall_crop` / `resmall_central_crop` (vit_jax/preprocess.py).
 Each data set sets its steps and learning-rate grid. The paper picked the learning rate on a held-out
 part of the training set and then trained on all of it: `lr_sweep` lists the grid and `sweep_splits`
 the (train, validation) splits that `experiments/transfer_table.py --sweep` uses for that choice.
@@ -68,7 +73,8 @@ def finetune_config(
     published: Mapping[tuple[str, int], float],
     source: str,
     metric: str = "top1",
-    train_augment: str = "finetune",
+    train_augment: str = "inception_crop",
+    eval_preprocess: str = "resize",
     random_flip: bool = True,
 ) -> ml_collections.ConfigDict:
   """The whole experiment: `published` maps (model, resolution) to the accuracy in percent."""
@@ -78,7 +84,8 @@ def finetune_config(
 
   config.dataset.update(source="tfds", name=tfds_name, num_classes=num_classes,
                         train_split=train_split, eval_split=eval_split, image_size=resolution,
-                        train_augment=train_augment, random_flip=random_flip)
+                        train_augment=train_augment, eval_preprocess=eval_preprocess,
+                        random_flip=random_flip)
   config.batch_size = 512
   config.eval_batch_size = 512
   config.total_steps = total_steps
