@@ -108,3 +108,29 @@ def test_real_config_evaluates_on_the_real_label_sets():
                                                sharding=sharding.batch_sharding(mesh)))
   labels_seen = np.concatenate([np.asarray(b["label"]) for b in batches])
   assert labels_seen.shape == (8, 1000) and set(np.unique(labels_seen)) <= {0., 1.}
+
+
+def test_dsprites_pixels_reach_the_model_as_0_and_255():
+  config = vtab.get_config("dsprites_location").dataset
+  with tfds.testing.mock_data(num_examples=4, max_value=2):  # dSprites' own 0/1 pixels
+    source = data_sources.load(config, "train")
+    images = np.stack([x["image"] for x in source.dataset.map(source.decode).as_numpy_iterator()])
+  assert images.shape == (4, 64, 64, 3) and images.dtype == np.uint8
+  assert set(np.unique(images)) == {0, 255}
+
+
+@pytest.mark.parametrize("task", ["kitti_distance", "clevr_count", "dsprites_orientation"])
+def test_vtab_frames_are_squashed_whole_for_training_and_evaluation(task):
+  # A wide frame (KITTI's is 3.3:1) with a black left and a white right band: VTAB squashes the
+  # whole frame, so both bands are in the view; a central crop would keep only the middle.
+  data = vtab.get_config(task).dataset
+  frame = np.full((12, 40, 3), 128, np.uint8)
+  frame[:, :8], frame[:, -8:] = 0, 255
+  example = {"image": tf.constant(frame), "label": tf.constant(0, tf.int64)}
+  size, classes = 10, data.num_classes
+  views = [preprocess.eval_transform(size, classes, data.eval_preprocess)(example)["image"],
+           preprocess.train_transform(data.train_augment, size, classes, data.random_flip)(
+               example, tf.constant([0, 1], tf.int64))["image"]]
+  for view in views:
+    column = np.asarray(view).mean(axis=(0, 2))
+    assert column[0] == -1.0 and column[-1] == 1.0  # the edges of the frame, unmirrored

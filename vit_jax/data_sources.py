@@ -37,6 +37,9 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _SPLIT_SEED = 0
 _DIGITS_TEST_SIZE = 300
 _MNIST5K_TEST_SIZE = 1000
+# tfds data sets whose images hold 0/1 pixels: scaled to 0/255 when decoded, as the VTAB package does
+# (`tf.tile(image, [1, 1, 3]) * 255`); without it they reach the model at 1/255 of the contrast.
+BINARY_IMAGE_DATASETS = ("dsprites",)
 _SPLIT_RE = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
@@ -152,8 +155,12 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
   # Labels now, from features that are cheap to keep but that the shuffle buffer need not hold.
   dataset = dataset.map(lambda x: {"image": x["image"], "label": label_fn(x)})
 
+  binary = data_config.name.split("/")[0].split(":")[0] in BINARY_IMAGE_DATASETS
+
   def decode(x: Features) -> Features:
     image = features["image"].decode_example(x["image"])
+    if binary:
+      image = tf.minimum(image, 1) * 255  # saturates, never wraps, should a pixel exceed 1
     return {"image": to_rgb(image), "label": x["label"]}
 
   num_examples, num_split_examples = (int(d.cardinality()) for d in (dataset, read(split)))

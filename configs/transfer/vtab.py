@@ -6,7 +6,10 @@
 Config arg: TASK[,MODEL[,RESOLUTION]], model ViT-L_16 by default (the one whose per-task results the
 paper publishes for ImageNet-21k pre-training). The paper's protocol (App. B.1.1, Table 4): one setting
 for every task, learning rate 0.01, 2,500 steps at batch 512, resolution 384 (no task-specific resolution), images
-only resized (no task-dependent augmentation). Training uses the 1,000 examples `train[:1000]`; a
+only resized (no task-dependent augmentation): as the VTAB package, every image, for training and for
+evaluation, is squashed whole to the resolution (`train_augment` and `eval_preprocess` "resize", no flip),
+so a KITTI or CLEVR frame is never cropped. dSprites' 0/1 pixels are scaled to 0/255 by the data source,
+as VTAB does. Training uses the 1,000 examples `train[:1000]`; a
 learning-rate check uses train800 = `train[:800]` against val200 = `train[800:1000]` (the VTAB package
 draws val200 from its own validation split instead: same sizes, other images). Test splits are VTAB's.
 
@@ -61,7 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       model=model, resolution=resolution, tfds_name=tfds_name, num_classes=num_classes,
       train_split="train[:1000]", eval_split=test_split, total_steps=2_500, warmup_steps=500,
       learning_rate=0.01, lr_sweep=(0.01,), sweep_splits=("train[:800]", "train[800:1000]"),
-      published={(DEFAULT_MODEL, 384): percent}, source=SOURCE, train_augment="none",
-      random_flip=False)
+      published={(DEFAULT_MODEL, 384): percent}, source=SOURCE, train_augment="resize",
+      eval_preprocess="resize", random_flip=False)
   config.dataset.label = label
   return config
