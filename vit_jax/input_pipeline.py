@@ -172,7 +172,7 @@ def _eval_dataset(
   """This process's eval batches, padded with masked-out examples to the same count everywhere."""
   source = _load(eval_data_config(data_config), data_config.eval_split)
   transform = preprocess.eval_transform(data_config.image_size, data_config.num_classes,
-                                       data_config.eval_preprocess)
+                                       data_config.get("eval_preprocess", "central_crop"))
 
   def prepare(example: data_sources.Features) -> data_sources.Features:
     return {**transform(source.decode(example)), "mask": tf.constant(1.0)}
