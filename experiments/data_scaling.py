@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     write_csv(rows, output / "data_scaling.csv")
-    fewshot_source = ((study[0].config().get("fewshot") or {}).get("dataset") or {}).get("source")
+    probes = study[0].config().get("fewshot") or {}
+    fewshot_source = (probes.get("dataset") or {}).get("source")
     plot(rows, output / "data_scaling.png", f"{args.config}: accuracy vs training-set size",
-         f"on {fewshot_source}" if fewshot_source else "")
+         f"on {fewshot_source} ({probes.get('protocol', 'big_vision')} protocol)"
+         if fewshot_source else "")
     print(f"{len(rows)} of {len(study)} runs finished; wrote {output}/data_scaling.csv and .png",
           file=sys.stderr)
   return rows

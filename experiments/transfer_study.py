@@ -65,6 +65,8 @@ def markdown(model: str, study: dict[str, runs.Run], results: dict[str, dict],
   pretrain, finetune, scratch, adamw = (
       results[name] for name in ("pretrain", "finetune", "scratch", "pretrained_adamw"))
   source, target = configs["pretrain"].dataset, configs["finetune"].dataset
+  probes = configs["pretrain"].fewshot
+  from vit_jax.evaluators import fewshot  # pylint: disable=g-import-not-at-top
   shots = sorted(int(k.removeprefix("fewshot_").removesuffix("shot")) for k in pretrain
                  if k.startswith("fewshot_"))
   percent = lambda x: f"{100 * x:.1f}%"
@@ -84,8 +86,9 @@ def markdown(model: str, study: dict[str, runs.Run], results: dict[str, dict],
       f"| {model} | random, trained from scratch (AdamW) | {target.image_size} px | "
       f"{scratch['steps']:,} | {percent(scratch['accuracy'])} |",
       "",
-      f"Few-shot linear probes on {target.source} (frozen {source.image_size}-px features, ridge "
-      "regression onto {-1, 1} targets, mean over draws of the shots):",
+      f"Few-shot linear probes on {target.source} (frozen {source.image_size}-px features, "
+      f"{fewshot.describe(probes.get('protocol', 'big_vision'), probes.get('l2_reg'))}, mean over "
+      "draws of the shots):",
       "",
       "| features | " + " | ".join(f"{k}-shot" for k in shots) + " |",
       "|---|" + "---|" * len(shots),

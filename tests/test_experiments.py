@@ -83,7 +83,7 @@ def test_transfer_study_fine_tunes_at_a_higher_resolution_and_probes_few_shot(tm
   table = (tmp_path / "results" / "transfer_study.md").read_text()
   assert "| vit_tiny | pretrained, fine-tuned" in table and "| random initialisation |" in table
   assert "| vit_tiny | pretrained, trained with the from-scratch recipe" in table
-  assert "| features | 1-shot | 2-shot |" in table
+  assert "| features | 1-shot | 2-shot |" in table and "plain few-shot protocol" in table
   written = json.loads((tmp_path / "results" / "transfer_study.json").read_text())
   assert set(written) == {"pretrain", "finetune", "scratch", "pretrained_adamw",
                           "random_init_fewshot"} == set(summary)
@@ -94,7 +94,7 @@ def test_transfer_study_fine_tunes_at_a_higher_resolution_and_probes_few_shot(tm
       source="mnist5k", name="", data_dir="", train_split="train[:96]", eval_split="test[:96]",
       num_classes=10, image_size=32, prefetch=1))
   again = fewshot.evaluate_checkpoint(str(root / "pretrain-vit_tiny"), data, shots=(1, 2), seeds=1,
-                                      l2_reg=1.0, batch_size=96)
+                                      l2_reg=1.0, batch_size=96, protocol="plain")
   probed = {k: v for k, v in written["pretrain"].items() if k.startswith("fewshot_")}
   assert again == pytest.approx(probed)
 

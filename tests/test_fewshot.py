@@ -120,3 +120,78 @@ def test_official_npz_is_evaluated_at_a_new_resolution():
   results = fewshot.evaluate_checkpoint(FIXTURE, data, model_config=model_config, shots=(2,), seeds=1,
                                         l2_reg=1.0, batch_size=200)
   assert set(results) == {"fewshot_2shot"} and 0. <= results["fewshot_2shot"] <= 1.
+
+
+def big_vision_accuracy(x, y, x_test, y_test, num_classes, l2_reg):
+  """big_vision's evaluators/fewshot_lsr.py written out in numpy: whiten, append the constant 100,
+  eigendecompose x^T x (or x x^T with fewer points than dimensions), solve, score."""
+  mean, std = x.mean(0, keepdims=True), x.std(0, keepdims=True) + 1e-5
+  x = np.pad((x - mean) / std, ((0, 0), (0, 1)), constant_values=100.)
+  targets = 2. * np.eye(num_classes)[y] - 1.
+  if len(x) >= x.shape[1]:
+    eigs, q = np.linalg.eigh(x.T @ x)
+    rhs, lhs = q.T @ (x.T @ targets), q
+  else:
+    eigs, q = np.linalg.eigh(x @ x.T)
+    rhs, lhs = q.T @ targets, x.T @ q
+  w = (lhs / (eigs + l2_reg)[None]) @ rhs
+  x_test = np.pad((x_test - mean) / std, ((0, 0), (0, 1)), constant_values=100.)
+  return w, np.mean(np.argmax(x_test @ w, 1) == y_test)
+
+
+@pytest.mark.parametrize("num_examples,dim", [(60, 8), (10, 50)])  # both of big_vision's branches
+def test_big_vision_protocol_equals_its_closed_form(num_examples, dim):
+  rng = np.random.default_rng(3)
+  scale = rng.uniform(0.1, 10., dim)  # features on different scales: whitening matters
+  x, labels = rng.normal(size=(num_examples, dim)) * scale + 2., rng.integers(0, 4, num_examples)
+  x_test, labels_test = rng.normal(size=(200, dim)) * scale + 2., rng.integers(0, 4, 200)
+  expected_weights, expected_accuracy = big_vision_accuracy(x, labels, x_test, labels_test, 4, 1024.)
+  mean, std, weights = fewshot.fit_whitened_probe(x, labels, 4, l2_reg=1024.)
+  np.testing.assert_allclose(mean, x.mean(0), atol=1e-12)
+  np.testing.assert_allclose(std, x.std(0) + 1e-5, atol=1e-12)
+  np.testing.assert_allclose(weights, expected_weights, atol=1e-8)
+  accuracy = fewshot.linear_probe_accuracy(x, labels, x_test, labels_test, 4, 1024., "big_vision")
+  assert accuracy == pytest.approx(expected_accuracy, abs=1e-12)
+
+
+def test_big_vision_protocol_is_the_default_with_its_l2_and_nested_shots():
+  rng = np.random.default_rng(4)
+  x, labels = rng.normal(size=(120, 6)), np.repeat(np.arange(4), 30)
+  x_test, labels_test = rng.normal(size=(50, 6)), rng.integers(0, 4, 50)
+  results = fewshot.fewshot_accuracies(x, labels, x_test, labels_test, 4, shots=(2, 5), seeds=2)
+  for k in (2, 5):
+    expected = []
+    for seed in range(2):  # big_vision: one permutation per class and seed, its first k examples
+      rng_seed = np.random.default_rng(seed)
+      chosen = np.concatenate([rng_seed.permutation(np.flatnonzero(labels == c))[:k] for c in range(4)])
+      expected.append(big_vision_accuracy(x[chosen], labels[chosen], x_test, labels_test, 4, 2. ** 10)[1])
+    assert results[k] == pytest.approx(np.mean(expected), abs=1e-12)
+  plain = fewshot.fewshot_accuracies(x, labels, x_test, labels_test, 4, shots=(2, 5), seeds=2,
+                                     protocol="plain")
+  assert plain == fewshot.fewshot_accuracies(x, labels, x_test, labels_test, 4, shots=(2, 5), seeds=2,
+                                             protocol="plain", l2_reg=1.0)
+  with pytest.raises(ValueError, match="config.fewshot.protocol='bv' is not one of"):
+    fewshot.fewshot_accuracies(x, labels, x_test, labels_test, 4, protocol="bv")
+  assert "big_vision's" in fewshot.describe() and "l2 1024" in fewshot.describe()
+  assert "plain" in fewshot.describe("plain") and "l2 1" in fewshot.describe("plain")
+
+
+def test_big_vision_protocol_probes_an_official_npz_on_its_pre_logits():
+  import json  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(os.path.dirname(FIXTURE), "vit_prelogits.npz")
+  with np.load(path) as f:
+    reference = json.loads(str(f["__config__"]))["model"]
+    images, expected = f["__input__"], f["__prelogits__"]
+  named = tiny_config().model  # a named model: no pre_logits layer
+  named.update(classifier=reference["classifier"], hidden_size=reference["hidden_size"])
+  assert fewshot.npz_features_config(path, named, "plain").representation_size is None
+  config = fewshot.npz_features_config(path, named, "big_vision")
+  assert config.representation_size == 16
+  from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
+
+  model = models.create(config, num_classes=0)
+  init = model.init(jax.random.key(0), jnp.asarray(images), train=False)["params"]
+  params = checkpoint.load_pretrained(path, init, config)
+  features = model.apply({"params": params}, jnp.asarray(images), train=False)
+  np.testing.assert_allclose(features, expected, atol=1e-5)  # the authors' pre_logits output
