@@ -4,6 +4,7 @@ the CLI on a folder with bad files, checkpoints that do not fit reported clearly
 import csv
 import json
 import pathlib
+import shutil
 
 import chex
 import jax
@@ -265,3 +266,21 @@ def test_cli_missing_input_exits_2_and_names_it(run_dir, image_dir, tmp_path, ca
   assert status == 2
   assert f"error: no such file or folder: {tmp_path / 'missing.jpg'}" in err
   assert out == "" and not (tmp_path / "out.csv").exists()
+
+
+def test_cli_prepares_images_as_the_run_evaluated_them(run_dir, image_dir, tmp_path, capsys):
+  run = tmp_path / "run"
+  shutil.copytree(run_dir, run)
+  config = workdir.read_config(run)
+  config.dataset.eval_preprocess = "resize"  # a run evaluated on squashed images
+  workdir.write_config(run, config)
+  assert predict.main([f"--workdir={run}", f"--csv={tmp_path / 'out.csv'}",
+                       str(image_dir / "cat.jpg")]) == 0
+  capsys.readouterr()
+  written = float(_read_csv(tmp_path / "out.csv")[0]["probability"])
+  model, params, size = predict.load_workdir(run)
+  photo = predict.read_image(image_dir / "cat.jpg")  # 300 x 451: squashing and cropping differ
+  top1 = {view: predict.classify(model, params, predict.prepare(photo, size, view)[None])[1].max()
+          for view in ("resize", "central_crop")}
+  assert written == pytest.approx(top1["resize"], abs=2e-6)
+  assert abs(top1["central_crop"] - top1["resize"]) > 1e-4

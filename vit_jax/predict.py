@@ -3,8 +3,9 @@
   python -m vit_jax.predict --model=ViT-B_16 --checkpoint=ViT-B_16-imagenet2012 photo.jpg photos/
   python -m vit_jax.predict --workdir=runs/digits --csv=predictions.csv digits/
 
-Images go through the evaluation transform of `vit_jax.preprocess` (resize the shorter side, central
-crop to the model's resolution, [-1, 1]) after decoding as the training pipeline decodes image folders
+Images go through an evaluation transform of `vit_jax.preprocess` (the run's own
+`config.dataset.eval_preprocess` for a workdir; vision_transformer's, a squash to the checkpoint's
+resolution, for an official `.npz`), to [-1, 1], after decoding as the training pipeline decodes image folders
 (grayscale and RGBA become RGB). A file that is not an image is reported and skipped, and the rest are
 still classified. Exit status: 0 all classified, 1 some skipped, 2 nothing done (a model, checkpoint or
 labels file that cannot be used, an input path that does not exist, a --csv file that cannot be
@@ -44,6 +45,8 @@ Params = Any
 # Folders are searched (recursively) for these; files named explicitly are tried whatever their name.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 _POSEMB = "Transformer/posembed_input/pos_embedding"
+# How the official fine-tuned checkpoints were evaluated: vision_transformer squashes to the size.
+OFFICIAL_VIEW = "resize"
 # TensorFlow wraps an op's error in the op's name and device: "{{function_node ...}} what [Op:X] name: ".
 _TF_ERROR_NOISE = re.compile(r"\{\{.*?\}\}|\[Op:.*$")
 
@@ -90,8 +93,9 @@ def read_image(path: str | pathlib.Path) -> np.ndarray:
     raise ValueError(f"{path}: not a readable image ({reason})") from e
 
 
-def prepare(image: np.ndarray, image_size: int) -> np.ndarray:
-  """uint8 [H, W] or [H, W, 1|3|4] of any size -> float32 [S, S, 3] in [-1, 1], as evaluation sees it."""
+def prepare(image: np.ndarray, image_size: int, view: str = "central_crop") -> np.ndarray:
+  """uint8 [H, W] or [H, W, 1|3|4] of any size -> float32 [S, S, 3] in [-1, 1], as evaluation sees it
+  (`view`: a config.dataset.eval_preprocess)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     raise ValueError(f"prepare expects uint8 pixels (0-255), got {image.dtype}; convert with "
@@ -101,7 +105,7 @@ def prepare(image: np.ndarray, image_size: int) -> np.ndarray:
   rgb = data_sources.to_rgb(tf.constant(image))
   # The evaluation transform itself, so that prediction can never drift from evaluation; the label is
   # a placeholder it needs.
-  transform = preprocess.eval_transform(image_size, num_classes=1)
+  transform = preprocess.eval_transform(image_size, num_classes=1, preprocess=view)
   return transform({"image": rgb, "label": tf.constant(0)})["image"].numpy()
 
 
@@ -199,15 +203,15 @@ def _image_paths(inputs: Sequence[str]) -> list[pathlib.Path]:
   return paths
 
 
-def _classify_files(model: nn.Module, params: Params, image_size: int, paths: list[pathlib.Path],
-                    top_k: int, batch_size: int) -> Iterator[_Result]:
+def _classify_files(model: nn.Module, params: Params, image_size: int, view: str,
+                    paths: list[pathlib.Path], top_k: int, batch_size: int) -> Iterator[_Result]:
   """Results in the order of `paths`; batches are padded to one shape so the forward compiles once."""
   batch_size = min(batch_size, len(paths))
   for start in range(0, len(paths), batch_size):
     good, images = [], []
     for path in paths[start:start + batch_size]:
       try:
-        images.append(prepare(read_image(path), image_size))
+        images.append(prepare(read_image(path), image_size, view))
         good.append(path)
       except ValueError as e:
         yield _Result(path, error=str(e))
@@ -269,9 +273,11 @@ def _predict(args: argparse.Namespace, csv_file: TextIO | None) -> int:
   try:
     if args.workdir:
       model, params, image_size = load_workdir(args.workdir)
+      view = workdir.read_config(args.workdir).dataset.get("eval_preprocess", "central_crop")
     else:
       model, params, image_size = load_checkpoint(
           model_configs.get_model_config(args.model), args.checkpoint, args.image_size)
+      view = OFFICIAL_VIEW
     names = class_names(args.labels, model.num_classes)
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -283,7 +289,8 @@ def _predict(args: argparse.Namespace, csv_file: TextIO | None) -> int:
 
   results = []
   with tqdm.tqdm(total=len(paths), unit="image", file=sys.stderr, disable=None) as bar:
-    for result in _classify_files(model, params, image_size, paths, args.top_k, args.batch_size):
+    for result in _classify_files(model, params, image_size, view, paths, args.top_k,
+                                  args.batch_size):
       if result.error:
         tqdm.tqdm.write(f"skipped {result.error}", file=sys.stderr)
       else:
