@@ -77,7 +77,7 @@ def test_eval_transform_upscales_small_images():
 def test_unknown_augment_names_the_config_key():
   with pytest.raises(ValueError, match="config.dataset.train_augment='autoaugment'"):
     preprocess.train_transform("autoaugment", SIZE, CLASSES)
-  with pytest.raises(ValueError, match="train_augment='finetune' is not one of .* \\(renamed 'squash_crop'\\)"):
+  with pytest.raises(ValueError, match=r"train_augment='finetune' is not .* \(renamed 'squash_crop'\)"):
     preprocess.train_transform("finetune", SIZE, CLASSES)
   with pytest.raises(ValueError, match="config.dataset.eval_preprocess='crop'"):
     preprocess.eval_transform(SIZE, CLASSES, "crop")
