@@ -37,7 +37,7 @@ def test_probe_equals_direct_least_squares(num_examples, dim):
   np.testing.assert_allclose(bias, expected_bias, atol=1e-8)
   expected = np.mean(np.argmax(x_test @ expected_weights + expected_bias, 1) == labels_test)
   accuracy = fewshot.linear_probe_accuracy(jnp.asarray(x, jnp.float32), labels, x_test, labels_test,
-                                           5, l2_reg=0.5)
+                                           5, l2_reg=0.5, protocol="plain")
   assert accuracy == pytest.approx(expected, abs=1e-9)
 
 
@@ -150,7 +150,7 @@ def test_big_vision_protocol_equals_its_closed_form(num_examples, dim):
   np.testing.assert_allclose(mean, x.mean(0), atol=1e-12)
   np.testing.assert_allclose(std, x.std(0) + 1e-5, atol=1e-12)
   np.testing.assert_allclose(weights, expected_weights, atol=1e-8)
-  accuracy = fewshot.linear_probe_accuracy(x, labels, x_test, labels_test, 4, 1024., "big_vision")
+  accuracy = fewshot.linear_probe_accuracy(x, labels, x_test, labels_test, 4, 1024.)  # the default
   assert accuracy == pytest.approx(expected_accuracy, abs=1e-12)
 
 

@@ -108,7 +108,7 @@ def fit_whitened_probe(features: Any, labels: Any, num_classes: int,
 
 
 def linear_probe_accuracy(train_features: Any, train_labels: Any, test_features: Any, test_labels: Any,
-                          num_classes: int, l2_reg: float, protocol: str = "plain") -> float:
+                          num_classes: int, l2_reg: float, protocol: str = "big_vision") -> float:
   """Top-1 test accuracy of the `protocol`'s ridge-regression probe fitted on the training features."""
   test_features = np.asarray(test_features, np.float64)
   if protocol == "big_vision":
