@@ -15,7 +15,7 @@ from vit_jax import checkpoint
 from vit_jax import models
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "official_vit"
-FIXTURE_NAMES = ("vit_token", "vit_gap", "vit_prelogits")
+FIXTURE_NAMES = ("vit_token", "vit_gap", "vit_prelogits", "vit_hybrid")
 ATOL = 1e-5  # the fixture README's tolerance (float32, CPU)
 
 
