@@ -62,8 +62,10 @@ def load(path: epath.Path, num_heads: int | None):
   if global_pool is None and "classifier" in base:
     global_pool = _GLOBAL_POOL[base["classifier"]]
   source = f"timm state dict {file}"
-  pooling_fields = pooling(tensors, global_pool, source,
-                           include_prefix=args.get("pool_include_prefix", False))
+  include_prefix = args.get("pool_include_prefix")
+  if include_prefix is None and base.get("classifier") == "map":
+    include_prefix = base.get("map_class_token")  # our export without a hub config: our config says
+  pooling_fields = pooling(tensors, global_pool, source, include_prefix=bool(include_prefix))
   img_size = args.get("img_size", info.get("img_size"))
   flat = flat_from_timm(common.Tensors(tensors, source), int(num_heads), num_patches=common.num_patches(
       img_size, tensors["patch_embed.proj.weight"].shape[2:]))
