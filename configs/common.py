@@ -69,6 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
+  config.init_keep_head = False  # True: keep init_checkpoint's head (same classes) instead of a new one
   config.log_every = 50
   config.eval_every = 1000
   config.checkpoint_every = 1000

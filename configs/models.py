@@ -5,6 +5,8 @@
 codebase adds (dtype, remat, scan, fused attention, ...), all with defaults.
 """
 
+import re
+
 import ml_collections
 
 # name: (hidden_size, mlp_dim, num_heads, num_layers, dropout_rate), as published.
@@ -36,7 +38,9 @@ def _vit(name: str, width: str, patch: int) -> ml_collections.ConfigDict:
                        dropout_rate=dropout_rate, attention_dropout_rate=0.0),
       classifier="token",        # token | gap | map
       class_token=None,          # None: only for the token classifier; True adds one to gap/map
+      map_class_token=True,      # map beside a class token: the MAP head attends to it (False: timm's)
       representation_size=None,  # int: a tanh pre-logits layer of that width before the head
+      head_bias_init=0.0,        # the head's initial bias, e.g. -10 for sigmoid pretraining (big_vision)
       resnet=None,               # hybrids: dict(num_layers=stages, width_factor=1)
       num_classes=1000,
       posemb="learn",            # learn | sincos2d
@@ -65,6 +69,22 @@ def _hybrid(name: str) -> ml_collections.ConfigDict:
 MODEL_NAMES = tuple(
     [f"ViT-{width}_{patch}" for width, patches in _VIT_PATCHES.items() for patch in patches]
     + list(_HYBRIDS))
+
+
+# How the published names are spelled: `ViT-B_16`, `R50+ViT-B_16`, `R+ViT-Ti_16`.
+_PUBLISHED_SPELLING = re.compile(r"^(R\d*\+)?ViT-[A-Za-z]+_\d+$")
+
+
+def check_model_name(name: str) -> None:
+  """A name spelled like a published variant must be one: `ViT-Q_99` fails with the known names.
+
+  The name labels the model (logs, results); the other fields of the config build it. A model of one's
+  own takes a name that cannot pass for a published variant (e.g. `ViT-digits`).
+  """
+  if _PUBLISHED_SPELLING.match(name) and name not in MODEL_NAMES:
+    raise ValueError(f"Unknown model {name!r} (config.model.model_name); known models: "
+                     f"{', '.join(MODEL_NAMES)}. Pick one with the config file's argument, or give a model "
+                     "of your own a name of its own (e.g. 'ViT-digits').")
 
 
 def get_model_config(name: str) -> ml_collections.ConfigDict:

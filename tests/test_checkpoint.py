@@ -13,9 +13,10 @@ import pytest
 from configs import models as model_configs
 from vit_jax import checkpoint
 from vit_jax import models
+from vit_jax import train
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "official_vit"
-FIXTURE_NAMES = ("vit_token", "vit_gap", "vit_prelogits")
+FIXTURE_NAMES = ("vit_token", "vit_gap", "vit_prelogits", "vit_hybrid")
 ATOL = 1e-5  # the fixture README's tolerance (float32, CPU)
 
 
@@ -99,7 +100,8 @@ def test_fixture_loads_at_a_higher_resolution_with_a_new_head():
   model_config, images, _, _ = load_fixture("vit_token")
   model = models.create(model_config, num_classes=5)
   big_images = jax.image.resize(images, (3, 48, 48, 3), "bilinear")
-  params = checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, big_images), model_config)
+  params = checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, big_images), model_config,
+                                      transfer=True)
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 145, 32)
   np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((32, 5)))
   assert model.apply({"params": params}, big_images).shape == (3, 5)
@@ -109,8 +111,68 @@ def test_pre_logits_are_dropped_when_the_model_has_none():
   model_config, images, _, _ = load_fixture("vit_prelogits")
   model_config.representation_size = None
   model = models.create(model_config)
-  params = checkpoint.load_pretrained(FIXTURES / "vit_prelogits.npz", init(model, images), model_config)
+  params = checkpoint.load_pretrained(FIXTURES / "vit_prelogits.npz", init(model, images), model_config,
+                                      transfer=True)
   assert "pre_logits" not in params and params["head"]["kernel"].shape == (32, 10)
+
+
+def test_transfer_starts_from_a_zero_head_also_for_the_same_classes():
+  model_config, images, _, _ = load_fixture("vit_token")
+  model = models.create(model_config)
+  official = checkpoint.load_npz(FIXTURES / "vit_token.npz")
+  params = checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, images), model_config,
+                                      transfer=True)
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros((32, 10)))
+  np.testing.assert_array_equal(params["head"]["bias"], np.zeros(10))
+  np.testing.assert_array_equal(params["embedding"]["kernel"], official["embedding/kernel"])
+  kept = checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, images), model_config,
+                                    transfer=True, keep_head=True)
+  np.testing.assert_array_equal(kept["head"]["kernel"], official["head/kernel"])
+
+
+def test_transfer_head_bias_starts_at_head_bias_init():
+  model_config, images, _, _ = load_fixture("vit_token")
+  model_config.head_bias_init = -10.0
+  params = checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(models.create(model_config), images),
+                                      model_config, transfer=True)
+  np.testing.assert_array_equal(params["head"]["bias"], np.full(10, -10.0))
+
+
+def test_keep_head_of_another_shape_is_refused():
+  model_config, images, _, _ = load_fixture("vit_token")
+  model = models.create(model_config, num_classes=5)
+  with pytest.raises(ValueError, match=r"head/kernel \(32, 10\) does not fit the model's \(32, 5\).*"
+                                       r"init_keep_head = False"):
+    checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, images), model_config,
+                               transfer=True, keep_head=True)
+
+
+def test_init_checkpoint_gives_a_zero_head_unless_init_keep_head():
+  model_config, images, _, _ = load_fixture("vit_token")
+  shapes = jax.eval_shape(lambda: init(models.create(model_config), images))
+  config = ml_collections.ConfigDict(dict(init_checkpoint=str(FIXTURES / "vit_token.npz"), model=model_config,
+                                          init_keep_head=False))
+  np.testing.assert_array_equal(train.load_init_params(config, shapes)["head"]["kernel"], np.zeros((32, 10)))
+  config.init_keep_head = True
+  np.testing.assert_array_equal(train.load_init_params(config, shapes)["head"]["kernel"],
+                                checkpoint.load_npz(FIXTURES / "vit_token.npz")["head/kernel"])
+
+
+def test_inference_load_refuses_a_head_of_another_shape():
+  model_config, images, _, _ = load_fixture("vit_token")
+  model = models.create(model_config, num_classes=5)
+  with pytest.raises(ValueError, match=r"(?s)head/bias: checkpoint shape \(10,\) != model shape \(5,\).*"
+                                       r"head/kernel: checkpoint shape \(32, 10\) != model shape \(32, 5\)"):
+    checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, images), model_config)
+
+
+def test_inference_load_refuses_a_missing_head_bias(tmp_path):
+  model_config, images, _, _ = load_fixture("vit_token")
+  flat = checkpoint.load_npz(FIXTURES / "vit_token.npz")
+  del flat["head/bias"]
+  np.savez(tmp_path / "no_bias.npz", **flat)
+  with pytest.raises(ValueError, match=r"missing from the checkpoint: \['head/bias'\]"):
+    checkpoint.load_pretrained(tmp_path / "no_bias.npz", init(models.create(model_config), images), model_config)
 
 
 def test_wrong_shape_names_the_parameter_and_both_shapes(tmp_path):
@@ -146,6 +208,17 @@ def test_missing_and_corrupt_files_raise_clearly(tmp_path):
   (tmp_path / "corrupt.npz").write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="not a readable .npz checkpoint"):
     checkpoint.load_npz(tmp_path / "corrupt.npz")
+
+
+def test_truncated_or_bit_flipped_npz_names_the_path(tmp_path):
+  data = (FIXTURES / "vit_token.npz").read_bytes()
+  (tmp_path / "truncated.npz").write_bytes(data[:len(data) // 2])
+  flipped = bytearray(data)
+  flipped[len(data) // 2] ^= 0x10  # inside an array: the member's CRC no longer matches
+  (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+  for name in ("truncated.npz", "flipped.npz"):
+    with pytest.raises(ValueError, match=rf"{tmp_path / name} is a damaged .npz checkpoint \(BadZipFile"):
+      checkpoint.load_npz(tmp_path / name)
 
 
 def test_saved_names_are_the_published_ones(tmp_path, tiny_model_config):

@@ -23,6 +23,7 @@ ATOL = 1e-5
 SOURCES = {
     "timm_vit_token": ("timm", INTEROP / "timm_vit_token", 1e-6, "token", False),
     "timm_vit_gap_fcnorm": ("timm", INTEROP / "timm_vit_gap_fcnorm", 1e-6, "gap", True),
+    "timm_vit_map_token": ("timm", INTEROP / "timm_vit_map_token", 1e-6, "map", False),
     "hf_vit": ("hf", INTEROP / "hf_vit" / "hf_checkpoint", 1e-12, "token", False),
 }
 
@@ -94,6 +95,7 @@ def test_converted_config_records_gelu_epsilon_normalisation_and_pooling(fixture
 
 
 @pytest.mark.parametrize("fixture,weights", [("timm_vit_token", "model.safetensors"),
+                                             ("timm_vit_map_token", "model.safetensors"),
                                              ("hf_vit", "hf_checkpoint/model.safetensors")])
 def test_params_txt_every_tensor_is_consumed_exactly_once(fixture, weights, tmp_path):
   source_format, path, *_ = SOURCES[fixture]
@@ -121,6 +123,8 @@ ROUND_TRIP_MODELS = {
     "gap_class_token_fc_norm": dict(classifier="gap", class_token=True, pooled_norm=True),
     "map_imagenet_norm": dict(classifier="map", pixel_mean=(0.485, 0.456, 0.406),
                               pixel_std=(0.229, 0.224, 0.225)),
+    "map_beside_class_token": dict(classifier="map", class_token=True),
+    "map_skipping_class_token": dict(classifier="map", class_token=True, map_class_token=False),
     "features_only_scanned": dict(num_classes=0, scan=True),
     "pre_logits_features": dict(num_classes=0, representation_size=16),
 }
@@ -166,6 +170,30 @@ def test_timm_avg_pool_with_class_token_loads_as_gap_with_class_token(tmp_path):
   np.testing.assert_array_equal(_apply(back_config, back, images), _apply(config, params, images))
 
 
+def test_timm_map_fixture_drops_the_class_token_before_the_attention_pool():
+  config, _ = convert.load(INTEROP / "timm_vit_map_token", "timm")
+  assert (config.classifier, config.class_token, config.map_class_token) == ("map", True, False)
+
+
+@pytest.mark.parametrize("map_class_token", [False, True])
+def test_timm_export_of_map_beside_a_class_token_says_whether_the_pool_sees_it(tmp_path, map_class_token):
+  """Only timm's own description is left (no embedded config): `pool_include_prefix` carries it."""
+  config = _tiny_config(classifier="map", class_token=True, map_class_token=map_class_token)
+  params = _random_params(config)
+  convert.save(params, config, tmp_path / "timm", "timm")
+  hub = json.loads((tmp_path / "timm" / "config.json").read_text())
+  assert (hub["model_args"]["global_pool"], hub["model_args"]["pool_include_prefix"]) == ("map", map_class_token)
+  del hub[convert.CONFIG_KEY]
+  (tmp_path / "timm" / "config.json").write_text(json.dumps(hub))
+  state = safetensors.numpy.load_file(tmp_path / "timm" / "model.safetensors")
+  safetensors.numpy.save_file(state, tmp_path / "timm" / "model.safetensors")  # drops the metadata
+  back_config, back = convert.load(tmp_path / "timm", "timm")
+  assert (back_config.classifier, back_config.class_token, back_config.map_class_token) == (
+      "map", True, map_class_token)
+  images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_array_equal(_apply(back_config, back, images), _apply(config, params, images))
+
+
 def test_timm_class_token_and_fc_norm_without_global_pool_raises(tmp_path):
   config = _tiny_config(classifier="gap", class_token=True, pooled_norm=True)
   convert.save(_random_params(config), config, tmp_path / "model.safetensors", "timm")
@@ -189,9 +217,6 @@ def test_exports_refuse_a_class_token_the_format_would_pool_differently(tmp_path
   config = _tiny_config(classifier="gap", class_token=True)
   with pytest.raises(ValueError, match="class token only to classify it"):
     convert.save(_random_params(config), config, tmp_path / "bv.npz", "big_vision")
-  config = _tiny_config(classifier="map", class_token=True)
-  with pytest.raises(ValueError, match="MAP head leaves the class token out"):
-    convert.save(_random_params(config), config, tmp_path / "timm", "timm")
 
 
 def test_hf_transformers5_module_names_load_like_the_classic_ones(tmp_path):

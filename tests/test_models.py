@@ -50,6 +50,16 @@ def test_unknown_model_name_lists_the_known_ones():
     model_configs.get_model_config("ViT-X_16")
 
 
+def test_a_model_name_spelled_like_a_published_one_must_be_one(tiny_model_config):
+  tiny_model_config.model_name = "ViT-Q_99"
+  with pytest.raises(ValueError, match=r"Unknown model 'ViT-Q_99' \(config.model.model_name\); known models: "
+                                       r"ViT-Ti_16, .*R50\+ViT-L_32"):
+    models.create(tiny_model_config)
+  for label in ("ViT-digits", "R50+ViT-B_16"):
+    tiny_model_config.model_name = label
+    assert models.create(tiny_model_config).hidden_size == 32
+
+
 @pytest.mark.parametrize("classifier", ["token", "gap", "map"])
 def test_heads_give_logits_of_num_classes(tiny_model_config, classifier):
   tiny_model_config.classifier = classifier
@@ -73,6 +83,28 @@ def test_num_classes_zero_returns_pre_logits_features(tiny_model_config):
 def test_head_is_zero_initialised(tiny_model_config):
   model = models.create(tiny_model_config)
   np.testing.assert_array_equal(model.apply({"params": init(model)}, IMAGES), 0.)
+
+
+def test_head_bias_starts_at_head_bias_init(tiny_model_config):
+  """big_vision's init_head_bias: -10 for sigmoid pretraining, so every class starts unlikely."""
+  tiny_model_config.head_bias_init = -10.0
+  model = models.create(tiny_model_config)
+  params = init(model)
+  np.testing.assert_array_equal(params["head"]["bias"], np.full(10, -10.0))
+  np.testing.assert_array_equal(model.apply({"params": params}, IMAGES), -10.0)
+
+
+def test_map_head_without_the_class_token_pools_the_patch_tokens_only(tiny_model_config):
+  tiny_model_config.update(classifier="map", class_token=True)
+  params = randomize(init(models.create(tiny_model_config)))
+  with_token = models.create(tiny_model_config, num_classes=0).apply({"params": params}, IMAGES)
+  without = models.create(tiny_model_config, num_classes=0, map_class_token=False)
+  features, state = without.apply({"params": params}, IMAGES, capture_intermediates=True)
+  tokens = state["intermediates"]["Transformer"]["__call__"][0]
+  map_head = vit.MAPHead(num_heads=2, mlp_dim=64)
+  np.testing.assert_allclose(features, map_head.apply({"params": params["MAPHead_0"]}, tokens[:, 1:]),
+                             atol=1e-6)
+  assert np.abs(features - with_token).max() > 1e-3
 
 
 def test_hybrid_feeds_resnet_features_to_patch_embedding(tiny_model_config):

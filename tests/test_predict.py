@@ -242,6 +242,33 @@ def test_cli_reports_a_model_that_does_not_fit_the_checkpoint(ti_checkpoint, ima
   assert "embedding/kernel" in err
 
 
+@pytest.mark.parametrize("head_bias", [None, np.zeros(5, np.float32)])
+def test_cli_refuses_a_missing_or_mismatched_head_bias(ti_checkpoint, tmp_path, image_dir, capsys,
+                                                       head_bias):
+  flat = checkpoint.load_npz(ti_checkpoint)
+  del flat["head/bias"]
+  if head_bias is not None:
+    flat["head/bias"] = head_bias
+  np.savez(tmp_path / "bad_head.npz", **flat)
+  status = predict.main(["--model=ViT-Ti_16", f"--checkpoint={tmp_path / 'bad_head.npz'}",
+                         str(image_dir / "cat.jpg")])
+  captured = capsys.readouterr()
+  assert status == 2 and not captured.out
+  assert ("head/bias: checkpoint shape (5,) != model shape (10,)" if head_bias is not None
+          else "missing from the checkpoint: ['head/bias']") in captured.err
+
+
+def test_cli_reports_a_damaged_npz_in_one_line(tmp_path, image_dir, capsys):
+  data = (FIXTURES / "vit_token.npz").read_bytes()
+  (tmp_path / "truncated.npz").write_bytes(data[:len(data) // 2])
+  status = predict.main(["--model=ViT-Ti_16", f"--checkpoint={tmp_path / 'truncated.npz'}",
+                         str(image_dir / "cat.jpg")])
+  err = capsys.readouterr().err
+  assert status == 2
+  assert err.splitlines() == [f"error: {tmp_path / 'truncated.npz'} is a damaged .npz checkpoint "
+                              "(BadZipFile: File is not a zip file); download or copy it again."]
+
+
 def test_cli_wants_workdir_or_model_and_checkpoint(image_dir, capsys):
   for argv in (["--model=ViT-Ti_16"], ["--workdir=x", "--checkpoint=y"], []):
     with pytest.raises(SystemExit) as exit_info:

@@ -12,6 +12,15 @@ def test_registry_holds_paper_and_augreg_models():
   assert pretrained.CHECKPOINTS["augreg/ViT-B_16"].startswith("gs://vit_models/augreg/B_16-i21k-300ep")
 
 
+def test_augreg_names_are_the_recommended_files():
+  """vision_transformer's README and big_vision (`howto-i21k-L/16`, `howto-i21k-B/8`) recommend these."""
+  augreg = "gs://vit_models/augreg/"
+  assert pretrained.CHECKPOINTS["augreg/ViT-L_16"] == (
+      augreg + "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0.npz")
+  assert pretrained.CHECKPOINTS["augreg/ViT-B_8"] == (
+      augreg + "B_8-i21k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0.npz")
+
+
 def test_a_path_that_is_no_registered_name_is_returned_as_is(tmp_path):
   assert str(pretrained.resolve(str(tmp_path / "mine.npz"))) == str(tmp_path / "mine.npz")
 

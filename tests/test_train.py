@@ -178,7 +178,7 @@ def test_init_from_an_official_checkpoint_resizes_position_embeddings(tmp_path):
   state, _ = train.create_train_state(config, model, tx, sharding.create_mesh(config.mesh))
   params = train.load_init_params(config, jax.device_get(state.params))
   np.testing.assert_array_equal(params["embedding"]["kernel"], reference["embedding/kernel"])
-  np.testing.assert_array_equal(params["head"]["kernel"], reference["head/kernel"])
+  np.testing.assert_array_equal(params["head"]["kernel"], np.zeros_like(reference["head/kernel"]))
   assert params["Transformer"]["posembed_input"]["pos_embedding"].shape == (1, 17, 32)
   trained, _ = train.train_and_evaluate(config, str(tmp_path))
   assert int(trained.step) == 3
@@ -194,7 +194,7 @@ def test_init_from_one_of_our_workdirs_takes_its_latest_params(tmp_path):
   manager.wait_until_finished()
   loaded = train.load_init_params(tiny_config(init_checkpoint=str(tmp_path)),
                                   jax.eval_shape(lambda: state.params))
-  chex.assert_trees_all_equal(loaded, params)
+  chex.assert_trees_all_equal(loaded, dict(params, head=jax.tree.map(np.zeros_like, params["head"])))
 
 
 def test_a_relative_workdir_works(tmp_path, monkeypatch):

@@ -69,8 +69,8 @@ def test_bad_arguments_say_what_is_expected():
     get_config("vtab", "imagenet")
   with pytest.raises(ValueError, match="expected MODEL\\[,RESOLUTION\\]"):
     get_config("cifar10", "ViT-B_16,384,x")
-  with pytest.raises(ValueError, match="No published ImageNet-21k checkpoint for 'ViT-B_8'"):
-    get_config("cifar10", "ViT-B_8")
+  with pytest.raises(ValueError, match="No published ImageNet-21k checkpoint for 'R26\\+ViT-B_32'"):
+    get_config("cifar10", "R26+ViT-B_32")
 
 
 @pytest.mark.parametrize("arg,grid", [("ViT-B_16", 24), ("ViT-B_16,224", 14), ("R50+ViT-B_16", 24)])

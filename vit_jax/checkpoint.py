@@ -7,6 +7,8 @@ alike go through `etils.epath`; files are read with `allow_pickle=False`, never 
 
 import io
 import re
+import zipfile
+import zlib
 from typing import Any
 
 from absl import logging
@@ -44,6 +46,10 @@ def load_npz(path: str | epath.Path) -> dict[str, np.ndarray]:
           f"{path} holds pickled Python objects; vit_jax never unpickles checkpoints, since loading a "
           "pickle can run arbitrary code. Re-save it as plain arrays (np.savez(path, **flat_params)).") from e
     raise ValueError(f"{path} is not a readable .npz checkpoint: {e}") from e
+  except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, NotImplementedError) as e:
+    # A truncated or bit-flipped archive: the zip directory, a CRC or a member's array header is broken.
+    raise ValueError(f"{path} is a damaged .npz checkpoint ({type(e).__name__}: {e}); download or copy "
+                     "it again.") from e
 
 
 def save_npz(path: str | epath.Path, params: Params) -> None:
@@ -151,10 +157,39 @@ def _prefix_tokens(num_tokens: int, what: str) -> int:
                    "nor a square grid plus a class token.")
 
 
-def adapt(restored: Params, init_params: Params, model_config: ml_collections.ConfigDict) -> Params:
-  """Fits loaded params to the model `init_params` came from: new grid, new head, no pre-logits.
+def adapt(restored: Params, init_params: Params, model_config: ml_collections.ConfigDict, *,
+          keep_head: bool = False) -> Params:
+  """Fits loaded params to a new task (fine-tuning): new grid, a new head, no pre-logits the model lacks.
 
-  Everything else must match exactly; a mismatch raises with the parameter paths and both shapes.
+  The head always starts anew (kernel zero, bias `head_bias_init`), as the paper, vision_transformer
+  and big_vision start every transfer, also when the class count is the same; `keep_head` keeps the
+  checkpoint's head instead (its shapes must then match). Everything else must match (see `fit`).
+  """
+  restored = flax.traverse_util.flatten_dict(restored, sep="/")
+  init = flax.traverse_util.flatten_dict(init_params, sep="/")
+  for key in ("head/kernel", "head/bias"):
+    if key not in init:
+      continue
+    source = restored.get(key)
+    if keep_head and (source is None or source.shape != init[key].shape):
+      raise ValueError(f"keep_head: the checkpoint's {key} {getattr(source, 'shape', '(absent)')} does not "
+                       f"fit the model's {init[key].shape}; set init_keep_head = False for a new zero head.")
+    if not keep_head:
+      logging.info("New head %s %s (the checkpoint's: %s)", key, init[key].shape, getattr(source, "shape", None))
+      value = model_config.get("head_bias_init", 0.) if key == "head/bias" else 0.
+      restored[key] = np.full(init[key].shape, value, init[key].dtype)
+  for key in list(restored):
+    if key.split("/")[0] in ("head", "pre_logits") and key not in init:
+      logging.info("Dropping %s: the model has no such layer.", key)
+      del restored[key]
+  return fit(flax.traverse_util.unflatten_dict(restored, sep="/"), init_params, model_config)
+
+
+def fit(restored: Params, init_params: Params, model_config: ml_collections.ConfigDict) -> Params:
+  """Loaded params exactly as they are (for inference), the position embedding resized to the model's grid.
+
+  Any other difference, a missing or mismatched head included, raises naming the parameters and shapes:
+  a checkpoint's trained weights are never silently replaced.
   """
   restored = flax.traverse_util.flatten_dict(restored, sep="/")
   init = flax.traverse_util.flatten_dict(init_params, sep="/")
@@ -162,15 +197,6 @@ def adapt(restored: Params, init_params: Params, model_config: ml_collections.Co
   if posemb_key in restored and posemb_key in init:
     prefix = 1 if model_config.classifier == "token" else 0
     restored[posemb_key] = resize_posemb(restored[posemb_key], init[posemb_key].shape[1], prefix)
-  for key in ("head/kernel", "head/bias"):
-    if key in init and (key not in restored or restored[key].shape != init[key].shape):
-      logging.info("New head %s %s (the checkpoint's is %s)", key, init[key].shape,
-                   getattr(restored.get(key), "shape", None))
-      restored[key] = np.zeros(init[key].shape, init[key].dtype)  # heads start at zero
-  for key in list(restored):
-    if key.split("/")[0] in ("head", "pre_logits") and key not in init:
-      logging.info("Dropping %s: the model has no such layer.", key)
-      del restored[key]
   _check_same_layout(restored, init)
   return flax.traverse_util.unflatten_dict(restored, sep="/")
 
@@ -178,22 +204,33 @@ def adapt(restored: Params, init_params: Params, model_config: ml_collections.Co
 def _check_same_layout(restored: dict[str, Any], init: dict[str, Any]) -> None:
   missing = sorted(set(init) - set(restored))
   unexpected = sorted(set(restored) - set(init))
+  mismatched = [key for key in sorted(set(init) & set(restored))
+                if tuple(restored[key].shape) != tuple(init[key].shape)]
   problems = []
   if missing:
     problems.append(f"missing from the checkpoint: {missing}")
   if unexpected:
     problems.append(f"in the checkpoint but not in the model: {unexpected}")
-  for key in sorted(set(init) & set(restored)):
-    if tuple(restored[key].shape) != tuple(init[key].shape):
-      problems.append(f"{key}: checkpoint shape {tuple(restored[key].shape)} != model shape "
-                      f"{tuple(init[key].shape)}")
-  if problems:
-    raise ValueError("The checkpoint does not fit the model (check the model name, classifier, "
-                     "representation_size and patch size):\n  " + "\n  ".join(problems))
+  for key in mismatched:
+    problems.append(f"{key}: checkpoint shape {tuple(restored[key].shape)} != model shape "
+                    f"{tuple(init[key].shape)}")
+  if not problems:
+    return
+  if all(key.startswith("head/") for key in missing + unexpected + mismatched):
+    problems.append("a checkpoint's head is used as it is for inference; to fine-tune on other classes, "
+                    "start a run from it (config.init_checkpoint), which gives a new head")
+  raise ValueError("The checkpoint does not fit the model (check the model name, classifier, "
+                   "representation_size and patch size):\n  " + "\n  ".join(problems))
 
 
-def load_pretrained(path: str | epath.Path, init_params: Params,
-                    model_config: ml_collections.ConfigDict) -> Params:
-  """Reads an official `.npz` and adapts it to the model that `init_params` belongs to."""
+def load_pretrained(path: str | epath.Path, init_params: Params, model_config: ml_collections.ConfigDict,
+                    *, transfer: bool = False, keep_head: bool = False) -> Params:
+  """Reads an official `.npz` for the model that `init_params` belongs to.
+
+  For inference (default) the checkpoint must fit exactly (`fit`); with `transfer` it starts a
+  fine-tuning run (`adapt`: a new zero head unless `keep_head`).
+  """
   restored = params_from_flat(load_npz(path), scan=bool(model_config.get("scan", False)))
-  return adapt(restored, init_params, model_config)
+  if transfer:
+    return adapt(restored, init_params, model_config, keep_head=keep_head)
+  return fit(restored, init_params, model_config)

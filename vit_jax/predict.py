@@ -128,12 +128,12 @@ def load_checkpoint(model_config: ml_collections.ConfigDict, path: str | pathlib
   model = models.create(config)
   if image_size is None:
     image_size = _trained_resolution(model, flat, path)
-  # `adapt` wants arrays to check shapes against; np.zeros pages that are never touched cost no memory.
+  # `fit` wants arrays to check shapes against; np.zeros pages that are never touched cost no memory.
   shapes = jax.eval_shape(lambda: _init(model, image_size))
   init = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
   restored = checkpoint.params_from_flat(flat, scan=bool(config.get("scan", False)))
   try:
-    params = checkpoint.adapt(restored, init, config)
+    params = checkpoint.fit(restored, init, config)
   except ValueError as e:
     raise ValueError(f"Checkpoint {path} does not fit model {config.model_name}: {e}") from e
   return model, params, image_size

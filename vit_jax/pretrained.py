@@ -2,7 +2,8 @@
 
 Names are those of the paper (`ViT-B_16` pretrained on ImageNet-21k, `ViT-B_16-imagenet2012` fine-tuned
 at 384) and of AugReg (`augreg/ViT-B_16`, the recommended ImageNet-21k checkpoint of "How to train your
-ViT?"). Any other string is taken as a path (local or `gs://`).
+ViT?": the files vision_transformer's README recommends, and big_vision's `howto-i21k-*` names, which
+add B/8). Any other string is taken as a path (local or `gs://`).
 """
 
 import os
@@ -18,7 +19,8 @@ _AUGREG = {
     "ViT-S_32": "S_32-i21k-300ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0",
     "ViT-B_16": "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0",
     "ViT-B_32": "B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0",
-    "ViT-L_16": "L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1",
+    "ViT-B_8": "B_8-i21k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0",
+    "ViT-L_16": "L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0",
     "R+ViT-Ti_16": "R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0",
     "R26+ViT-S_32": "R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0",
     "R50+ViT-L_32": "R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1",

@@ -48,15 +48,18 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
 
 
 def load_init_params(config: ml_collections.ConfigDict, init_params: Any) -> Any:
-  """Params of `config.init_checkpoint` (official .npz or one of our workdirs) fitted to this model.
+  """Params of `config.init_checkpoint` (official .npz or one of our workdirs) adapted to this model.
 
+  Transfer starts from a new head (`checkpoint.adapt`) unless `config.init_keep_head`.
   `init_params` gives only the target shapes (arrays or ShapeDtypeStructs); nothing is gathered.
   """
   path = epath.Path(config.init_checkpoint)
+  keep_head = bool(config.get("init_keep_head", False))
   if (path / workdir_lib.CONFIG_FILE).exists():
     _, restored = workdir_lib.load_params(path)
-    return checkpoint.adapt(restored, init_params, config.model)
-  return checkpoint.load_pretrained(pretrained.resolve(config.init_checkpoint), init_params, config.model)
+    return checkpoint.adapt(restored, init_params, config.model, keep_head=keep_head)
+  return checkpoint.load_pretrained(pretrained.resolve(config.init_checkpoint), init_params, config.model,
+                                    transfer=True, keep_head=keep_head)
 
 
 def evaluate(eval_step: Callable, params: Any, batches: Iterator[Batch]) -> dict[str, float]:

@@ -16,6 +16,9 @@ the (train, validation) splits that `experiments/transfer_table.py --sweep` uses
 `published` records what the paper (or the official repository) reports for this model, data set and
 resolution: `accuracy` as a fraction (None where nothing was published), its `source`, and the
 `metric` ('top1', or 'real' for the ReaL labels).
+
+The ViT-H/14 targets are the paper's, but the ImageNet-21k ViT-H/14 checkpoint they start from
+(`pretrained.CHECKPOINTS['ViT-H_14']`) was later withdrawn by vision_transformer (see `H14_NOTE`).
 """
 
 from collections.abc import Mapping, Sequence
@@ -26,6 +29,9 @@ from configs import common
 from configs import models
 from vit_jax import pretrained
 
+H14_NOTE = ("vision_transformer later withdrew its ImageNet-21k ViT-H/14 checkpoint, which performed worse "
+            "than its B/16 and L/16 ones; its README lists B/16, B/32, L/16 and L/32 only. The ViT-H_14 "
+            "targets here are the paper's Table 5 figures, which that checkpoint may not reach.")
 DEFAULT_MODEL = "ViT-B_16"
 DEFAULT_RESOLUTION = 384
 # Memory knob, not part of the recipe: the official code's default (512 = 8 micro-batches of 64).

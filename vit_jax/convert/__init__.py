@@ -16,7 +16,9 @@ Shapes give the architecture except the number of heads; for timm pass `num_head
 `config.json` (timm hub `model_args`, or a top-level `num_heads`) beside the weights. The returned config
 also records what the shapes cannot say -- exact or tanh GELU, layer-norm epsilon, the input normalisation
 the weights expect, where the final norm sits, whether a gap or MAP head sits beside a class token (timm
-`global_pool='avg'` with a class token, e.g. MAE, is `classifier='gap', class_token=True`) -- so the model
+`global_pool='avg'` with a class token, e.g. MAE, is `classifier='gap', class_token=True`; timm's
+`global_pool='map'` with a class token, which drops it before the attention pool, is `classifier='map',
+class_token=True, map_class_token=False`) -- so the model
 predicts what the source model did. Exports embed the vit_jax model config (safetensors metadata or
 config.json), so a round trip is exact.
 """

@@ -62,8 +62,10 @@ def load(path: epath.Path, num_heads: int | None):
   if global_pool is None and "classifier" in base:
     global_pool = _GLOBAL_POOL[base["classifier"]]
   source = f"timm state dict {file}"
-  pooling_fields = pooling(tensors, global_pool, source,
-                           include_prefix=args.get("pool_include_prefix", False))
+  include_prefix = args.get("pool_include_prefix")
+  if include_prefix is None and base.get("classifier") == "map":
+    include_prefix = base.get("map_class_token")  # our export without a hub config: our config says
+  pooling_fields = pooling(tensors, global_pool, source, include_prefix=bool(include_prefix))
   img_size = args.get("img_size", info.get("img_size"))
   flat = flat_from_timm(common.Tensors(tensors, source), int(num_heads), num_patches=common.num_patches(
       img_size, tensors["patch_embed.proj.weight"].shape[2:]))
@@ -78,15 +80,14 @@ def pooling(tensors: dict[str, np.ndarray], global_pool: str | None, source: str
   """The model config's pooling fields where timm's `global_pool` says more than the shapes.
 
   A class token beside average pooling of the patch tokens (timm global_pool='avg', e.g. MAE) is our
-  `classifier='gap', class_token=True`. Poolings vit_jax's model cannot compute are refused rather than
-  loaded as another model: timm's MAP head leaves the class token out, ours attends to it.
+  `classifier='gap', class_token=True`; beside an attention pool (global_pool='map', timm's default for
+  it) it is `classifier='map', class_token=True` with `map_class_token=False`: timm drops the class token
+  before the pool unless `pool_include_prefix`. Poolings vit_jax's model cannot compute are refused
+  rather than loaded as another model.
   """
   class_token = "cls_token" in tensors
   if "attn_pool.latent" in tensors:
-    if class_token:
-      raise ValueError(f"{source}: MAP pooling beside a class token is not supported (timm's attention "
-                       "pool leaves the class token out, vit_jax's attends to it).")
-    return {}
+    return dict(classifier="map", class_token=True, map_class_token=include_prefix) if class_token else {}
   if global_pool not in (None, "token", "avg", ""):
     raise ValueError(f"{source}: global_pool={global_pool!r} is not supported (token, avg, map).")
   if global_pool == "token":
@@ -226,9 +227,6 @@ def save(flat: dict, config: ml_collections.ConfigDict, path: epath.Path) -> epa
   """A `.safetensors` path gets the state dict alone (our config in its metadata); any other path is a
   folder with `model.safetensors` and a timm hub `config.json`."""
   state = timm_from_flat(flat, config)
-  if config.classifier == "map" and "cls_token" in state:
-    raise ValueError("timm's MAP head leaves the class token out; this model's attends to it "
-                     "(classifier='map', class_token=True). Export it as vit_jax instead.")
   if "pre_logits.weight" in state:
     raise ValueError("timm's VisionTransformer has no pre-logits (representation) layer; this model has "
                      "representation_size set. Export it as vit_jax or big_vision instead.")
@@ -254,6 +252,7 @@ def _hub_config(config: ml_collections.ConfigDict, state: dict) -> dict:
               depth=config.transformer.num_layers, num_heads=config.transformer.num_heads,
               mlp_ratio=config.transformer.mlp_dim / config.hidden_size, class_token="cls_token" in state,
               global_pool=global_pool, fc_norm=bool(config.pooled_norm), qkv_bias=True,
+              pool_include_prefix=global_pool == "map" and "cls_token" in state and config.map_class_token,
               act_layer="gelu_tanh" if config.gelu_approximate else "gelu", num_classes=config.num_classes)
   return {"architecture": "vit_custom", "num_classes": config.num_classes, "num_features": config.hidden_size,
           "global_pool": global_pool, "model_args": args,

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from configs import models as model_configs
 from vit_jax.models.vit import VisionTransformer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -16,7 +17,8 @@ def create(model_config: ml_collections.ConfigDict, **overrides) -> nn.Module:
   """
   config = model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config)
   config.update(overrides)
-  config.pop("model_name", None)
+  if "model_name" in config:
+    model_configs.check_model_name(config.pop("model_name"))
   unknown = sorted(set(config) - set(VisionTransformer.__dataclass_fields__))
   if unknown:
     valid = sorted(f for f in VisionTransformer.__dataclass_fields__ if f not in ("parent", "name"))

@@ -234,7 +234,9 @@ class VisionTransformer(nn.Module):
   transformer: dict
   classifier: str = "token"
   class_token: bool | None = None  # None: only with the token classifier (timm: cls + avg pooling)
+  map_class_token: bool = True  # map + class token: the MAP head attends to it too; False: not (timm)
   representation_size: int | None = None
+  head_bias_init: float = 0.  # e.g. -10 for sigmoid pretraining (big_vision's init_head_bias)
   resnet: dict | None = None
   posemb: str = "learn"
   stochastic_depth: float = 0.
@@ -283,7 +285,7 @@ class VisionTransformer(nn.Module):
       x = nn.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
     if self.num_classes:
       x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
-                   name="head")(x)
+                   bias_init=nn.initializers.constant(self.head_bias_init), name="head")(x)
     return x.astype(jnp.float32)
 
   @property
@@ -304,6 +306,7 @@ class VisionTransformer(nn.Module):
     elif self.classifier == "gap":
       x = jnp.mean(x[:, 1:] if self._has_class_token else x, axis=1)
     elif self.classifier == "map":
+      x = x if self.map_class_token or not self._has_class_token else x[:, 1:]
       x = MAPHead(num_heads=self.transformer["num_heads"], mlp_dim=self.transformer["mlp_dim"],
                   dtype=self.dtype, layer_norm_epsilon=self.layer_norm_epsilon,
                   gelu_approximate=self.gelu_approximate, name="MAPHead_0")(x)
