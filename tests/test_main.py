@@ -1,4 +1,4 @@
-"""The command line: a misspelt or mistyped config override fails at start-up and says what is valid."""
+"""The command line: a misspelt, mistyped or unusable config override fails at start-up in one line."""
 
 import os
 import pathlib
@@ -27,3 +27,13 @@ def test_mistyped_override_names_the_flag(tmp_path):
   result = run_main(tmp_path, "--config.batch_size=many")
   assert result.returncode != 0
   assert "--config.batch_size=many" in result.stderr
+
+
+def test_a_config_value_no_run_can_use_is_one_line_naming_the_key(tmp_path):
+  result = run_main(tmp_path, "--config.checkpoint_every=0")
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "FATAL ConfigError: config.checkpoint_every=0 (int): must be a positive integer; "
+      "set --config.checkpoint_every=... accordingly.")
+  assert not (tmp_path / "config.json").exists()
