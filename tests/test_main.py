@@ -1,5 +1,7 @@
 """The command line: a misspelt, mistyped or unusable config override fails at start-up in one line."""
 
+import errno
+import logging
 import os
 import pathlib
 import subprocess
@@ -37,3 +39,19 @@ def test_a_config_value_no_run_can_use_is_one_line_naming_the_key(tmp_path):
       "FATAL ConfigError: config.checkpoint_every=0 (int): must be a positive integer; "
       "set --config.checkpoint_every=... accordingly.")
   assert not (tmp_path / "config.json").exists()
+
+
+def test_orbax_tracebacks_of_a_full_disk_stay_out_of_the_log():
+  """Orbax logs a full disk once per save thread, with a traceback; the run's one line replaces them."""
+  from vit_jax import main  # pylint: disable=g-import-not-at-top  (defines the absl flags)
+
+  def record_of(error):
+    try:
+      raise RuntimeError("Save Finalize thread failed") from error
+    except RuntimeError:
+      info = sys.exc_info()
+    return logging.LogRecord("absl", logging.ERROR, "/site-packages/orbax/checkpoint/manager.py", 1,
+                             "save failed", None, info)
+
+  assert not main._no_disk_full_tracebacks(record_of(OSError(errno.ENOSPC, "No space left on device")))
+  assert main._no_disk_full_tracebacks(record_of(OSError(errno.EACCES, "Permission denied")))
