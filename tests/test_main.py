@@ -14,7 +14,7 @@ def run_main(tmp_path, *flags):
   env = dict(os.environ, PYTHONPATH=str(ROOT))
   return subprocess.run([sys.executable, "-m", "vit_jax.main", "--config=configs/digits.py",
                          f"--workdir={tmp_path}", *flags], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=120)
+                        text=True, timeout=300)
 
 
 def test_misspelt_override_lists_the_valid_keys(tmp_path):
@@ -25,19 +25,21 @@ def test_misspelt_override_lists_the_valid_keys(tmp_path):
   assert not (tmp_path / "config.json").exists()
 
 
-def test_mistyped_override_names_the_flag(tmp_path):
-  result = run_main(tmp_path, "--config.batch_size=many")
+def test_mistyped_override_is_one_line_naming_the_flag(tmp_path):
+  result = run_main(tmp_path, "--config.total_steps=abc")
   assert result.returncode != 0
-  assert "--config.batch_size=many" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert [line for line in result.stderr.splitlines() if "total_steps" in line] == [
+      "FATAL Flags parsing error: flag --config.total_steps=abc: invalid literal for int() with base 10: 'abc'"]
 
 
 def test_a_config_value_no_run_can_use_is_one_line_naming_the_key(tmp_path):
   result = run_main(tmp_path, "--config.checkpoint_every=0")
   assert result.returncode == 2
   assert "Traceback" not in result.stderr
-  assert result.stderr.strip().splitlines()[-1] == (
+  assert [line for line in result.stderr.splitlines() if "checkpoint_every" in line] == [
       "FATAL ConfigError: config.checkpoint_every=0 (int): must be a positive integer; "
-      "set --config.checkpoint_every=... accordingly.")
+      "set --config.checkpoint_every=... accordingly."]
   assert not (tmp_path / "config.json").exists()
 
 

@@ -91,7 +91,7 @@ def _unknown_override(argv: list[str]) -> str | None:
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
+  except (AttributeError, KeyError, flags.Error) as e:  # unknown key; a value of the wrong type
     message = _unknown_override(argv) or str(e)
     print(f"FATAL Flags parsing error: {message}", file=sys.stderr)
     sys.exit(1)
