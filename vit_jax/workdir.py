@@ -106,7 +106,8 @@ def _newest_that_restores(manager: ocp.CheckpointManager, restore: Callable[[int
 
   Orbax and tensorstore raise many kinds of error on a damaged checkpoint (truncated or garbled data,
   garbled manifest, missing `_METADATA`, empty step folder), so any error counts as damage here.
-  Damage that still decodes (bytes flipped inside a chunk that decompresses) cannot be detected.
+  Damage that still decodes (bytes flipped inside a chunk that decompresses) cannot be detected, and a
+  transient read error (a network file system) counts as damage too.
   """
   broken = []
   for step in sorted(manager.all_steps(), reverse=True):
@@ -114,7 +115,7 @@ def _newest_that_restores(manager: ocp.CheckpointManager, restore: Callable[[int
       restored = restore(step)
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("Checkpoint %s does not restore (%s: %s); trying an older one.",
-                      manager.directory / str(step), type(e).__name__, str(e).splitlines()[0][:300])
+                      manager.directory / str(step), type(e).__name__, (str(e).splitlines() or [''])[0][:300])
       broken.append(step)
       continue
     if broken:
