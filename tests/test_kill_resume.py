@@ -110,6 +110,7 @@ def empty(step_dir):
   step_dir.mkdir()
 
 
+@pytest.mark.slow
 def test_a_relaunch_with_more_steps_resumes_and_records_the_change(finished_run):
   workdir = finished_run[0]
   entries = [json.loads(line) for line in (workdir / workdir_lib.CONFIG_CHANGES_FILE).read_text().splitlines()]
@@ -136,6 +137,7 @@ def test_a_relaunch_that_changes_the_model_or_data_is_refused_before_writing(fin
   chex.assert_trees_all_equal(params, finished_run[2])
 
 
+@pytest.mark.slow
 def test_a_rerun_after_a_kill_between_the_last_save_and_the_results_evaluates_it(finished_run, tmp_path):
   workdir = copy_run(finished_run, tmp_path)
   (workdir / workdir_lib.RESULTS_FILE).unlink()  # what a kill there leaves: checkpoint 6, no results
@@ -147,6 +149,7 @@ def test_a_rerun_after_a_kill_between_the_last_save_and_the_results_evaluates_it
     assert written[key] == pytest.approx(finished_run[3][key], rel=1e-6), key
 
 
+@pytest.mark.slow
 def test_a_rerun_after_a_kill_during_the_last_save_redoes_the_last_steps(finished_run, tmp_path):
   workdir = copy_run(finished_run, tmp_path)
   # A kill during orbax's async save leaves the step under its temporary name, partly written.
@@ -171,6 +174,7 @@ def test_loading_a_run_falls_back_past_a_damaged_latest_checkpoint(finished_run,
   assert (workdir / "checkpoints" / "6").exists()  # kept for inspection
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_newest_checkpoint_that_restores(finished_run, tmp_path, caplog):
   workdir = copy_run(finished_run, tmp_path)
   truncate(workdir / "checkpoints" / "6")
