@@ -1,6 +1,7 @@
 """The training system: sharded steps equal one device, accumulation, resume, preemption, NaN guard."""
 
 import os
+import re
 import signal
 
 import chex
@@ -157,13 +158,38 @@ def test_sigterm_saves_and_a_rerun_finishes_exactly_like_an_uninterrupted_run(tm
   chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(uninterrupted.params))
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  config = tiny_config(total_steps=40, checkpoint_every=2, log_every=2)
+def test_a_non_finite_step_is_caught_by_the_next_check_and_nothing_is_saved(tmp_path):
+  config = tiny_config(total_steps=40, checkpoint_every=9, log_every=9, eval_every=100)
   config.optimizer.update(learning_rate=1e12, warmup_steps=4, grad_clip_norm=0.)
-  with pytest.raises(train.NonFiniteLossError, match="last good checkpoint is kept"):
+  with pytest.raises(train.NonFiniteLossError) as error:
     train.train_and_evaluate(config, str(tmp_path))
+  message = str(error.value)
+  first_bad = int(re.search(r"not finite from step (\d+)", message).group(1))
+  assert 1 <= first_bad < 9  # found at the step-9 check, not at step 9
+  assert message.startswith("Stopping at step 9:")
+  assert f"No checkpoint was saved in {tmp_path}; a rerun starts from scratch." in message
+  assert not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_non_finite_step_after_checkpoints_names_the_ones_on_disk(tmp_path):
+  config = tiny_config(total_steps=40, checkpoint_every=1, log_every=100, eval_every=100)
+  config.optimizer.update(learning_rate=1e12, warmup_steps=4, grad_clip_norm=0.)
+  with pytest.raises(train.NonFiniteLossError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
+  assert saved, "the run diverged before its first checkpoint"
+  assert f"Checkpoints on disk in {tmp_path / 'checkpoints'}: steps {saved}" in str(error.value)
+  assert f"a rerun resumes from step {saved[-1]}" in str(error.value)
   _, params = workdir_lib.load_params(tmp_path)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_the_non_finite_tracker_keeps_the_first_bad_step():
+  fold = jax.jit(train.first_nonfinite_step)
+  first_bad = jax.numpy.zeros((), jax.numpy.int32)
+  for step, (loss, grad_norm) in enumerate([(1., 1.), (1., np.inf), (np.nan, 1.), (1., 1.)], start=1):
+    first_bad = fold(first_bad, {"loss": np.float32(loss), "grad_norm": np.float32(grad_norm)}, step)
+  assert int(first_bad) == 2
 
 
 def test_init_from_an_official_checkpoint_resizes_position_embeddings(tmp_path):

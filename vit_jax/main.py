@@ -2,6 +2,9 @@
 
   python -m vit_jax.main --config=configs/digits.py --workdir=runs/digits [--config.total_steps=100]
 
+A config no run can use, a workdir in use or holding an incompatible run, a full disk or a diverged
+run end with one line on stderr and exit status 2.
+
 Multi-host: run the same command on every host. TPU pods and SLURM are detected; elsewhere pass
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
@@ -33,16 +36,30 @@ def _only_warnings_from_libraries(record: std_logging.LogRecord) -> bool:
   return record.levelno >= std_logging.WARNING or "/vit_jax/" in record.pathname
 
 
+def _no_disk_full_tracebacks(record: std_logging.LogRecord) -> bool:
+  """Orbax logs a full disk from each of its save threads with a traceback; the run reports it once,
+  in one line naming the workdir (`workdir.disk_full_reported`)."""
+  from vit_jax import workdir  # pylint: disable=g-import-not-at-top
+  return not (record.exc_info and workdir.is_disk_full(record.exc_info[1]))
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_handler().addFilter(_only_warnings_from_libraries)
+  logging.get_absl_handler().addFilter(_no_disk_full_tracebacks)
   from vit_jax import sharding  # pylint: disable=g-import-not-at-top
   from vit_jax import train  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value or _DISTRIBUTED.value:
     sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  _, results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from vit_jax import config_checks, workdir  # pylint: disable=g-import-not-at-top
+  try:
+    _, results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError, workdir.WorkdirError, train.NonFiniteLossError) as e:
+    # The user's to fix, and the message says how: one line, not a traceback.
+    print(f"FATAL {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
   summary = {k: v for k, v in results.items() if k != "config"}
   logging.info("Done: %s", json.dumps(summary))
   print(json.dumps(summary), flush=True)
@@ -74,7 +91,7 @@ def _unknown_override(argv: list[str]) -> str | None:
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
+  except (AttributeError, KeyError, flags.Error) as e:  # unknown key; a value of the wrong type
     message = _unknown_override(argv) or str(e)
     print(f"FATAL Flags parsing error: {message}", file=sys.stderr)
     sys.exit(1)

@@ -85,6 +85,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   return train_step
 
 
+def all_finite(tree: Any) -> jax.Array:
+  """True when every element of every array in `tree` is finite."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def first_nonfinite_step(first_bad: jax.Array, step_metrics: dict, step: int | jax.Array) -> jax.Array:
+  """`first_bad` (0: none yet), or `step` if this is the first step whose loss or gradient norm is
+  not finite: the loop folds this over every step on the devices and reads it only when it syncs."""
+  finite = jnp.isfinite(step_metrics["loss"]) & jnp.isfinite(step_metrics["grad_norm"])
+  return jnp.where((first_bad == 0) & ~finite, step, first_bad).astype(jnp.int32)
+
+
 def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], dict]:
   """Sums over the real (mask 1) examples of a batch: top-1 and top-5 hits, loss, count.
 

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint
+from vit_jax import config_checks
 from vit_jax import input_pipeline
 from vit_jax import metrics
 from vit_jax import pretrained
@@ -31,7 +32,7 @@ from vit_jax import sharding
 from vit_jax import workdir as workdir_lib
 from vit_jax.evaluators import fewshot
 from vit_jax.steps import Batch, TrainState, create_model, create_optimizer, init_train_state
-from vit_jax.steps import make_eval_step, make_train_step
+from vit_jax.steps import all_finite, first_nonfinite_step, make_eval_step, make_train_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,14 +116,51 @@ def _stop_requested(event: threading.Event) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array(event.is_set()))))
 
 
+def _check_finite(first_bad: jax.Array, step: int, manager: Any, workdir: str, params: Any = None) -> None:
+  """Raises `NonFiniteLossError` if a step up to `step` had a non-finite loss or gradient (or, when
+  given, `params` are not finite), saying which checkpoints are actually on disk."""
+  bad = int(jax.device_get(first_bad))
+  if not bad and (params is None or bool(jax.jit(all_finite)(params))):
+    return
+  workdir_lib.wait_for_saves(manager, step)
+  manager.reload()
+  saved = manager.all_steps()
+  what = (f"the loss or gradient is not finite from step {bad}" if bad
+          else f"the parameters are not finite at step {step}")
+  if saved:
+    on_disk = (f"Checkpoints on disk in {manager.directory}: steps {list(saved)}, all from before; a rerun "
+               f"resumes from step {max(saved)}, which may already be diverging (if it fails again, "
+               f"start a new run in a new --workdir).")
+  else:
+    on_disk = f"No checkpoint was saved in {workdir}; a rerun starts from scratch."
+  raise NonFiniteLossError(
+      f"Stopping at step {step}: {what}; nothing non-finite was saved. {on_disk} Lower "
+      f"optimizer.learning_rate, raise optimizer.warmup_steps or set optimizer.grad_clip_norm.")
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  directory = epath.Path(workdir) / "checkpoints"
+  return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+  """Trains `config` in `workdir`, resuming from its newest checkpoint that restores.
 
   Returns the final state (on the mesh) and the results, which also go to `workdir/results.json`
-  when the run reaches `total_steps` (not when SIGTERM stopped it early).
+  when the run reaches `total_steps` (not when SIGTERM stopped it early). A run that finished without
+  writing them (killed just before) is evaluated from its last checkpoint. Checks first, writing
+  nothing when they fail: the config (`config_checks`), that no other run holds the workdir
+  (`workdir.lock`), and that a relaunch changes only keys its checkpoints allow.
   """
+  config_checks.validate(config)
+  with workdir_lib.lock(workdir):
+    return _train_in_workdir(config, workdir)
+
+
+def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
   mesh = sharding.create_mesh(config.mesh)
   _check_batch_size(config, mesh)
+  changes = workdir_lib.check_resume_config(workdir, config, _has_checkpoint(workdir))
   workdir_lib.write_config(workdir, config)
   info = input_pipeline.get_info(config.dataset)
   model = create_model(config)
@@ -132,16 +170,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   state, state_sharding = create_train_state(config, model, tx, mesh)
   manager = workdir_lib.checkpoint_manager(workdir, config.keep_checkpoints)
   if manager.latest_step() is not None:
-    logging.info("Resuming from step %d in %s", manager.latest_step(), workdir)
-    state = workdir_lib.restore_state(manager, state)
+    state = workdir_lib.restore_latest_good(manager, state)
+    logging.info("Resuming from step %d in %s", int(state.step), workdir)
+    if jax.process_index() == 0:
+      workdir_lib.record_config_changes(workdir, int(state.step), changes)
   elif config.init_checkpoint:
     params = load_init_params(config, jax.eval_shape(lambda: state.params))
     state = state.replace(params=jax.device_put(params, state_sharding.params))
   first_step = int(state.step)
   if first_step >= config.total_steps:
-    logging.info("%s already finished (step %d); nothing to train.", workdir, first_step)
     manager.close()
-    return state, workdir_lib.read_results(workdir) or {}
+    results = workdir_lib.read_results(workdir)
+    if results is not None:
+      logging.info("%s already finished (step %d); nothing to train.", workdir, first_step)
+      return state, results
+    logging.warning("%s finished (step %d) but has no %s (stopped before writing it): evaluating "
+                    "its last checkpoint.", workdir, first_step, workdir_lib.RESULTS_FILE)
+    eval_metrics = make_evaluator(config, model, mesh, state_sharding.params)(state.params)
+    results = dict(eval_metrics, steps=first_step, train_seconds=None, preempted=False,
+                   images_per_second=None, evaluated_on_rerun=True, config=config.to_dict())
+    if jax.process_index() == 0:
+      workdir_lib.write_results(workdir, results)
+    return state, results
 
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = jax.jit(make_train_step(model, tx, config), in_shardings=(state_sharding, batch_sharding),
@@ -164,10 +214,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   logging.info("Training %s on %s: steps %d..%d, %d train / %d eval examples, %d devices",
                config.model.model_name, config.dataset.source, first_step, config.total_steps,
                info.num_train_examples, info.num_eval_examples, jax.device_count())
+  # First step whose loss or gradient was not finite (0: none), kept on the devices: checked at every
+  # step without a host sync, read where the loop syncs anyway (logging) and before every save.
+  first_bad = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh))
+  track_finite = jax.jit(first_nonfinite_step)
   try:
     in_flight = None
     while step < config.total_steps:
       state, step_metrics = compiled(state, batch)
+      first_bad = track_finite(first_bad, step_metrics, step + 1)
       # At most two steps in flight: XLA's CPU backend deadlocks collectives when the host queues
       # more than 32 computations per device, and nothing is gained by running further ahead.
       jax.block_until_ready(in_flight)
@@ -176,11 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
       is_last = step == config.total_steps
       save_now = step % config.checkpoint_every == 0 or is_last
       if step % config.log_every == 0 or save_now or is_last:
+        _check_finite(first_bad, step, manager, workdir)
         step_metrics = jax.device_get(step_metrics)
-        if not np.isfinite(step_metrics["loss"]):
-          raise NonFiniteLossError(
-              f"Loss is {step_metrics['loss']} at step {step}; stopping. The last good checkpoint is "
-              f"kept in {workdir}/checkpoints. Lower optimizer.learning_rate or raise warmup_steps.")
         step_metrics.update(progress.report(step))
         writer.write_scalars(step, step_metrics)
         metrics.log_line(step, config.total_steps, step_metrics)
@@ -191,6 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
       # Across hosts the check is a collective, so it runs at log steps only.
       preempted = (jax.process_count() == 1 or step % config.log_every == 0) and _stop_requested(stop)
       if save_now or preempted:
+        _check_finite(first_bad, step, manager, workdir, state.params)
         workdir_lib.save_state(manager, step, state)
       if preempted:
         logging.warning("SIGTERM: saved step %d and stopping; run again to resume.", step)
@@ -199,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         batch = next(batches)
   finally:
     batches.close()  # stops tf.data's background threads before anything they feed goes away
-    manager.wait_until_finished()
+    workdir_lib.wait_for_saves(manager, step)
     manager.close()
     writer.flush()
     signal.signal(signal.SIGTERM, previous_handler)

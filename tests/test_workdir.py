@@ -1,0 +1,83 @@
+"""The workdir's guards: one run at a time (a lock a killed run does not leave stuck), and a full disk
+reported in one line naming the workdir."""
+
+import errno
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import pytest
+from orbax.checkpoint._src.path import async_path
+
+from tests.test_train import tiny_config
+from vit_jax import train
+from vit_jax import workdir as workdir_lib
+
+ROOT = pathlib.Path(__file__).parent.parent
+HOLD_THE_LOCK = """
+import sys, time
+from vit_jax import workdir
+with workdir.lock(sys.argv[1]):
+  print("locked", flush=True)
+  time.sleep(600)
+"""
+
+
+def test_a_second_run_on_a_workdir_in_use_refuses_at_once(tmp_path):
+  with workdir_lib.lock(tmp_path):
+    with pytest.raises(workdir_lib.WorkdirError) as error:
+      train.train_and_evaluate(tiny_config(), str(tmp_path))
+  assert str(error.value).startswith(
+      f"{tmp_path} is in use by pid {os.getpid()} on host {socket.gethostname()}")
+  assert "another --workdir" in str(error.value)
+  assert not (tmp_path / workdir_lib.CONFIG_FILE).exists()
+
+
+def test_a_killed_run_does_not_leave_its_workdir_locked(tmp_path):
+  holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(tmp_path)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(workdir_lib.WorkdirError, match=f"in use by pid {holder.pid} on host"):
+      with workdir_lib.lock(tmp_path):
+        pass
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  with workdir_lib.lock(tmp_path):  # the OS dropped the dead process's lock
+    assert (tmp_path / workdir_lib.LOCK_FILE).read_text() == (
+        f"pid {os.getpid()} on host {socket.gethostname()}")
+
+
+def test_a_full_disk_during_a_save_is_one_line_naming_the_workdir_and_the_resume_step(tmp_path, monkeypatch):
+  manager = workdir_lib.checkpoint_manager(tmp_path, keep=3)
+  state = {"w": jnp.arange(8.)}
+  workdir_lib.save_state(manager, 1, state)
+  workdir_lib.wait_for_saves(manager, 1)
+
+  async def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(async_path, "write_text", disk_full)  # orbax's commit, in its save thread
+  workdir_lib.save_state(manager, 2, state)
+  with pytest.raises(workdir_lib.WorkdirError) as error:
+    workdir_lib.wait_for_saves(manager, 2)
+  assert str(error.value) == (f"No space left on device writing checkpoint 2 to {tmp_path}; free space "
+                              f"and rerun to resume from step 1.")
+  assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_other_save_errors_are_not_reported_as_a_full_disk(tmp_path, monkeypatch):
+  manager = workdir_lib.checkpoint_manager(tmp_path, keep=3)
+
+  async def denied(*args, **kwargs):
+    raise OSError(errno.EACCES, "Permission denied")
+
+  monkeypatch.setattr(async_path, "write_text", denied)
+  workdir_lib.save_state(manager, 1, {"w": jnp.arange(8.)})
+  with pytest.raises(OSError, match="Permission denied"):
+    workdir_lib.wait_for_saves(manager, 1)
