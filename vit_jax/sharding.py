@@ -9,7 +9,6 @@ still trains; XLA inserts the all-gathers.
 import math
 from typing import Any
 
-from absl import logging
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
@@ -18,18 +17,6 @@ import numpy as np
 STRATEGIES = ("data", "fsdp")
 # Arrays smaller than this stay replicated under FSDP: gathering them costs more than storing them.
 _FSDP_MIN_SIZE = 2**12
-
-
-def initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> None:
-  """Joins the processes of a multi-host run; with no arguments, jax detects TPU pods and SLURM."""
-  kwargs = {}
-  if coordinator_address:
-    kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                  process_id=process_id)
-  jax.distributed.initialize(**kwargs)
-  logging.info("Process %d of %d, %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def create_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> Mesh:

@@ -8,8 +8,6 @@ functions and the state live in `vit_jax.steps` (importable without TensorFlow);
 re-exported here.
 """
 
-import signal
-import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -17,7 +15,6 @@ from absl import logging
 from etils import epath
 import flax.linen as nn
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -26,6 +23,7 @@ import optax
 from vit_jax import checkpoint
 from vit_jax import input_pipeline
 from vit_jax import metrics
+from vit_jax import preemption
 from vit_jax import pretrained
 from vit_jax import sharding
 from vit_jax import workdir as workdir_lib
@@ -105,13 +103,6 @@ def _check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
         f"{accum * mesh.shape['data']}.")
 
 
-def _stop_requested(event: threading.Event) -> bool:
-  """True on every process once any process got SIGTERM (they must stop at the same step)."""
-  if jax.process_count() == 1:
-    return event.is_set()
-  return bool(np.any(multihost_utils.process_allgather(np.array(event.is_set()))))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict[str, Any]]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
 
@@ -155,8 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
       step_flops=metrics.compiled_flops(compiled),
       peak_flops_per_device=config.peak_flops_per_device or metrics.device_peak_flops())
 
-  stop = threading.Event()
-  previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+  preemption_watch = preemption.PreemptionWatch()
   train_start, eval_metrics, step = time.perf_counter(), {}, first_step
   logging.info("Training %s on %s: steps %d..%d, %d train / %d eval examples, %d devices",
                config.model.model_name, config.dataset.source, first_step, config.total_steps,
@@ -185,8 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         eval_metrics = evaluator(state.params)
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
-      # Across hosts the check is a collective, so it runs at log steps only.
-      preempted = (jax.process_count() == 1 or step % config.log_every == 0) and _stop_requested(stop)
+      preempted = preemption_watch.reached(step)
       if save_now or preempted:
         workdir_lib.save_state(manager, step, state)
       if preempted:
@@ -199,10 +188,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     manager.wait_until_finished()
     manager.close()
     writer.flush()
-    signal.signal(signal.SIGTERM, previous_handler)
+    preemption_watch.close()
 
   train_seconds = time.perf_counter() - train_start
-  results = dict(eval_metrics, steps=step, train_seconds=train_seconds, preempted=stop.is_set(),
+  results = dict(eval_metrics, steps=step, train_seconds=train_seconds, preempted=preemption_watch.preempted,
                  images_per_second=(step - first_step) * config.batch_size / train_seconds,
                  config=config.to_dict())
   if step == config.total_steps and jax.process_index() == 0:
