@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint
+from vit_jax import flops
 from vit_jax import input_pipeline
 from vit_jax import metrics
 from vit_jax import preemption
@@ -141,9 +142,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   writer = metrics.create_writer(workdir)
   batch = next(batches)
   compiled = train_step.lower(state, batch).compile()
+  step_flops = flops.train_step_flops(config)
   progress = metrics.Progress(
       first_step=first_step, total_steps=config.total_steps, global_batch_size=config.batch_size,
-      step_flops=metrics.compiled_flops(compiled),
+      step_flops=step_flops,
       peak_flops_per_device=config.peak_flops_per_device or metrics.device_peak_flops())
 
   preemption_watch = preemption.PreemptionWatch()
@@ -182,7 +184,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         logging.warning("SIGTERM: saved step %d and stopping; run again to resume.", step)
         break
       if not is_last:
+        wait_start = time.perf_counter()
         batch = next(batches)
+        progress.waited_for_input(time.perf_counter() - wait_start)
   finally:
     batches.close()  # stops tf.data's background threads before anything they feed goes away
     manager.wait_until_finished()
@@ -193,6 +197,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   train_seconds = time.perf_counter() - train_start
   results = dict(eval_metrics, steps=step, train_seconds=train_seconds, preempted=preemption_watch.preempted,
                  images_per_second=(step - first_step) * config.batch_size / train_seconds,
+                 flops_per_step=step_flops, mfu=progress.mfu(step - first_step, train_seconds),
                  config=config.to_dict())
   if step == config.total_steps and jax.process_index() == 0:
     workdir_lib.write_results(workdir, results)
