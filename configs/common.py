@@ -62,9 +62,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict(dict(
       data=-1,                 # -1: all devices not used by the other axis
-      model=1,
+      model=1,                 # tensor parallelism: devices that split each block (sharding_rules)
+      dcn_data=1,              # multi-slice TPU: slices the data axis spans (over the data-centre network)
   ))
   config.sharding = "data"     # data (replicated params) | fsdp (params and optimizer state sharded)
+  # (regex on the parameter path, spec of its trailing dims) over the 'model' axis, first match wins:
+  # attention heads and MLP hidden units split Megatron-style. No effect while mesh.model is 1.
+  config.sharding_rules = (
+      (r"MlpBlock_\d+/Dense_0/kernel$", (None, "model")),
+      (r"MlpBlock_\d+/Dense_0/bias$", ("model",)),
+      (r"MlpBlock_\d+/Dense_1/kernel$", ("model", None)),
+      (r"(query|key|value)/kernel$", (None, "model", None)),
+      (r"(query|key|value)/bias$", ("model", None)),
+      (r"MultiHeadDotProductAttention_\d+/out/kernel$", ("model", None, None)),
+  )
 
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model

@@ -42,7 +42,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   """A fresh state initialised directly in its layout on `mesh`; returns it and its shardings."""
   init = lambda rng: init_train_state(config, model, tx, rng)
   abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = sharding.tree_shardings(abstract, mesh, config.sharding)
+  shardings = sharding.tree_shardings(abstract, mesh, config.sharding, config.sharding_rules)
   return jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed)), shardings
 
 
