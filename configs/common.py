@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
       grad_clip_norm=1.0,      # global norm; 0 disables clipping
       accum_steps=1,           # micro-batches per step (gradient accumulation)
       backbone_lr_multiplier=1.0,  # 0 freezes everything but the head
+      mu_dtype="",             # adam(w) first moment: "" (the params' float32) | bfloat16 (half the memory)
   ))
   config.loss = ml_collections.ConfigDict(dict(
       name="softmax_xent",     # softmax_xent | sigmoid_xent
@@ -83,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every = 1000
   config.checkpoint_every = 1000
   config.keep_checkpoints = 3
+  config.keep_checkpoint_every = 0  # > 0: also keep for ever every checkpoint at a multiple of this step
+  config.compilation_cache = "workdir"  # JAX's persistent cache: workdir | a folder (shared by runs) | "" (off)
+  config.profile_steps = ()    # (first, last): trace these steps to workdir/plugins/profile (TensorBoard)
   return config
 
 

@@ -47,8 +47,7 @@ def test_the_rules_split_heads_and_mlp_units_over_model_and_fsdp_adds_data():
           "head": {"kernel": shape(64, 10)}}
   specs = jax.tree.map(lambda s: s.spec, sharding.tree_shardings(tree, mesh, "fsdp", rules))
   assert specs["encoderblock_0"]["MlpBlock_3"]["Dense_0"]["kernel"] == P("data", "model")
-  assert specs["encoderblock_0"]["MultiHeadDotProductAttention_1"]["query"]["kernel"] == P(
-      "data", "model", None)
+  assert specs["encoderblock_0"]["MultiHeadDotProductAttention_1"]["query"]["kernel"] == P("data", "model")
   assert specs["encoderblock"]["MultiHeadDotProductAttention_1"]["out"]["kernel"] == P(
       None, "model", None, "data")  # a scanned layer axis leads
   assert specs["head"]["kernel"] == P()  # under FSDP's minimum size

@@ -21,11 +21,14 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint
+from vit_jax import compilation_cache
 from vit_jax import flops
 from vit_jax import input_pipeline
 from vit_jax import metrics
 from vit_jax import preemption
 from vit_jax import pretrained
+from vit_jax import profiling
+from vit_jax import run_info
 from vit_jax import sharding
 from vit_jax import workdir as workdir_lib
 from vit_jax.evaluators import fewshot
@@ -110,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   Returns the final state (on the mesh) and the results, which also go to `workdir/results.json`
   when the run reaches `total_steps` (not when SIGTERM stopped it early).
   """
+  compilation_cache.enable(config.compilation_cache, workdir)
   mesh = sharding.create_mesh(config.mesh)
   _check_batch_size(config, mesh)
   workdir_lib.write_config(workdir, config)
@@ -119,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
 
   # State: laid out on the mesh from the start, then replaced by a checkpoint if there is one.
   state, state_sharding = create_train_state(config, model, tx, mesh)
-  manager = workdir_lib.checkpoint_manager(workdir, config.keep_checkpoints)
+  manager = workdir_lib.checkpoint_manager(workdir, config.keep_checkpoints, config.keep_checkpoint_every)
   if manager.latest_step() is not None:
     logging.info("Resuming from step %d in %s", manager.latest_step(), workdir)
     state = workdir_lib.restore_state(manager, state)
@@ -140,6 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   evaluator = make_evaluator(config, model, mesh, state_sharding.params)
 
   writer = metrics.create_writer(workdir)
+  run_info.record(config, writer)
   batch = next(batches)
   compiled = train_step.lower(state, batch).compile()
   step_flops = flops.train_step_flops(config)
@@ -149,6 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
       peak_flops_per_device=config.peak_flops_per_device or metrics.device_peak_flops())
 
   preemption_watch = preemption.PreemptionWatch()
+  tracer = profiling.StepTracer(workdir, config.profile_steps)
   train_start, eval_metrics, step = time.perf_counter(), {}, first_step
   logging.info("Training %s on %s: steps %d..%d, %d train / %d eval examples, %d devices",
                config.model.model_name, config.dataset.source, first_step, config.total_steps,
@@ -156,12 +162,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   try:
     in_flight = None
     while step < config.total_steps:
+      tracer.before_step(step + 1)
       state, step_metrics = compiled(state, batch)
       # At most two steps in flight: XLA's CPU backend deadlocks collectives when the host queues
       # more than 32 computations per device, and nothing is gained by running further ahead.
       jax.block_until_ready(in_flight)
       in_flight = step_metrics["loss"]
       step += 1
+      tracer.after_step(step, step_metrics)
       is_last = step == config.total_steps
       save_now = step % config.checkpoint_every == 0 or is_last
       if step % config.log_every == 0 or save_now or is_last:
@@ -193,6 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     manager.close()
     writer.flush()
     preemption_watch.close()
+    tracer.stop()
 
   train_seconds = time.perf_counter() - train_start
   results = dict(eval_metrics, steps=step, train_seconds=train_seconds, preempted=preemption_watch.preempted,
