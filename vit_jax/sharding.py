@@ -87,7 +87,8 @@ def _rule_spec(name: str, shape: tuple[int, ...], rules: Rules, mesh: Mesh) -> l
     if len(rule) > len(shape):
       raise ValueError(f"Sharding rule {pattern!r} -> {tuple(rule)} has more dimensions than {name} "
                        f"{shape}; fix the rule in config.sharding_rules.")
-    spec = [None] * (len(shape) - len(rule)) + list(rule)
+    # An axis of size 1 splits nothing: leave the dimension free for FSDP, as without the rule.
+    spec = [None] * (len(shape) - len(rule)) + [a if a and mesh.shape[a] > 1 else None for a in rule]
     for size, axis in zip(shape, spec):
       if axis is not None and size % mesh.shape[axis]:
         raise ValueError(f"{name} {shape}: dimension {size} does not split over mesh axis {axis!r} of "
