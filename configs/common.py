@@ -35,6 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
       shuffle_buffer=50_000,
       on_bad_image="skip",     # image folders: skip (counted in the log) | fail
       prefetch=2,              # batches prepared ahead on the devices
+      threads=0,               # tf.data's private thread pool per pipeline (0: one per CPU core)
+      ram_budget_gb=0.0,       # tf.data autotune's RAM limit (0: TensorFlow's default, half the RAM)
   ))
 
   config.batch_size = 512
