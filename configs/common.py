@@ -87,7 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000
   config.keep_checkpoints = 3
   config.keep_checkpoint_every = 0  # > 0: also keep for ever every checkpoint at a multiple of this step
-  config.compilation_cache = "workdir"  # JAX's persistent cache: workdir | a folder (shared by runs) | "" (off)
+  config.compilation_cache = "workdir"  # JAX's persistent cache: workdir | a shared folder | "" (off)
   config.profile_steps = ()    # (first, last): trace these steps to workdir/plugins/profile (TensorBoard)
   return config
 

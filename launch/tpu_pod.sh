@@ -42,7 +42,7 @@ case "${1:-}" in
     "$0" sync
     on_workers all "set -e; cd ~/$REMOTE_DIR
       ~/.local/bin/uv pip install --python ~/venv/bin/python -e '.[tpu]'
-      ~/venv/bin/python -c 'import jax; jax.distributed.initialize(); print(jax.process_index(), jax.device_count())'"
+      ~/venv/bin/python -c 'import jax; jax.distributed.initialize(); print(jax.process_index(), jax.devices())'"
     ;;
   sync)  # copies this checkout (without runs/ and .git) to every worker
     archive=$(mktemp --suffix=.tar.gz)

@@ -31,7 +31,8 @@ def test_prepared_imagenet21k_reads_as_the_tfds_source_with_sorted_class_folders
   for label, name in enumerate(["n001", "n002"]):
     (tmp_path / "images" / name).mkdir(parents=True)
     for i in range(3):
-      Image.fromarray(np.full((5, 6, 3), 100 * label, np.uint8)).save(tmp_path / "images" / name / f"{i}.JPEG")
+      image = Image.fromarray(np.full((5, 6, 3), 100 * label, np.uint8))
+      image.save(tmp_path / "images" / name / f"{i}.JPEG")
   prepare_imagenet21k.build(str(tmp_path / "images"), str(tmp_path / "tfds"))
   data_config = common.get_config().dataset
   data_config.update(source="tfds", name="imagenet21k", data_dir=str(tmp_path / "tfds"), num_classes=2)

@@ -88,7 +88,8 @@ def test_a_printed_experiment_command_starts_a_two_process_run_from_the_environm
 
 @pytest.mark.slow
 def test_sigterm_to_one_host_stops_all_at_one_step_and_the_resumed_run_is_bitwise_equal(tmp_path):
-  overrides = (("total_steps", 200), ("checkpoint_every", 10), ("log_every", 100), ("keep_checkpoints", 100))
+  overrides = (("total_steps", 200), ("checkpoint_every", 10), ("log_every", 100),
+               ("keep_checkpoints", 100))
   victims = launch_pair(tmp_path / "preempted", overrides)
   deadline = time.time() + 900
   while not checkpoint_steps(tmp_path / "preempted"):

@@ -25,7 +25,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", True, "Join a multi-host run when one is detected (TPU VM, SLURM, JAX_COORDINATOR_ADDRESS).")
+    "distributed", True,
+    "Join a multi-host run when one is detected (TPU VM, SLURM, JAX_COORDINATOR_ADDRESS).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
