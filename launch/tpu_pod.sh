@@ -44,9 +44,12 @@ case "${1:-}" in
       ~/.local/bin/uv pip install --python ~/venv/bin/python -e '.[tpu]'
       ~/venv/bin/python -c 'import jax; jax.distributed.initialize(); print(jax.process_index(), jax.devices())'"
     ;;
-  sync)  # copies this checkout (without runs/ and .git) to every worker
+  sync)  # copies this checkout (without runs/ and .git, with its git revision in REVISION) to every worker
+    root="$(dirname "$0")/.."
+    dirty=$(git -C "$root" status --porcelain --untracked-files=no | grep -q . && echo +dirty || true)
+    echo "$(git -C "$root" rev-parse HEAD)$dirty" > "$root/REVISION"
     archive=$(mktemp --suffix=.tar.gz)
-    tar czf "$archive" --exclude=.git --exclude=runs --exclude='*.pyc' -C "$(dirname "$0")/.." .
+    tar czf "$archive" --exclude=.git --exclude=runs --exclude='*.pyc' -C "$root" .
     gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME":vit_jax.tar.gz --zone="$ZONE" $PROJECT_FLAG \
       --worker=all
     on_workers all "mkdir -p ~/$REMOTE_DIR && tar xzf ~/vit_jax.tar.gz -C ~/$REMOTE_DIR"

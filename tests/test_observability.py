@@ -50,6 +50,12 @@ def test_the_run_description_has_the_config_the_git_revision_and_the_devices():
   assert env["device_count"] == 8 and env["jax_version"] == jax.__version__
 
 
+def test_a_copy_without_git_reports_the_revision_the_launcher_wrote(tmp_path, monkeypatch):
+  (tmp_path / "REVISION").write_text("0123abc+dirty\n")
+  monkeypatch.setattr(run_info, "_REPOSITORY", tmp_path)
+  assert run_info.git_revision() == "0123abc+dirty"
+
+
 def test_the_compilation_cache_stores_compiled_functions_in_the_workdir(tmp_path):
   jax_cache.reset_cache()
   try:

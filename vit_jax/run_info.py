@@ -13,7 +13,8 @@ _REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 
 
 def git_revision() -> str:
-  """The commit of this checkout, '+dirty' with uncommitted changes; 'unknown' outside git."""
+  """The commit of this checkout, '+dirty' with uncommitted changes; where there is no .git (a copy
+  that launch/tpu_pod.sh made), the REVISION file it wrote; else 'unknown'."""
   def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=_REPOSITORY, capture_output=True, text=True,
                           check=True, timeout=10).stdout.strip()
@@ -21,7 +22,8 @@ def git_revision() -> str:
     return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no")
                                        else "")
   except (OSError, subprocess.SubprocessError):
-    return "unknown"
+    stamp = _REPOSITORY / "REVISION"
+    return stamp.read_text().strip() if stamp.exists() else "unknown"
 
 
 def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
