@@ -36,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
       shuffle_buffer=50_000,
       on_bad_image="skip",     # image folders: skip (counted in the log) | fail
       prefetch=2,              # batches prepared ahead on the devices
+      threads=0,               # tf.data's private thread pool per pipeline (0: one per CPU core)
+      ram_budget_gb=0.0,       # tf.data autotune's RAM limit (0: TensorFlow's default, half the RAM)
   ))
 
   config.batch_size = 512
@@ -55,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
       grad_clip_norm=1.0,      # global norm; 0 disables clipping
       accum_steps=1,           # micro-batches per step (gradient accumulation)
       backbone_lr_multiplier=1.0,  # 0 freezes everything but the head
+      mu_dtype="",             # adam(w) first moment: "" (the params' float32) | bfloat16 (half the memory)
   ))
   config.loss = ml_collections.ConfigDict(dict(
       name="softmax_xent",     # softmax_xent | sigmoid_xent
@@ -63,9 +66,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict(dict(
       data=-1,                 # -1: all devices not used by the other axis
-      model=1,
+      model=1,                 # tensor parallelism: devices that split each block (sharding_rules)
+      dcn_data=1,              # multi-slice TPU: slices the data axis spans (over the data-centre network)
   ))
   config.sharding = "data"     # data (replicated params) | fsdp (params and optimizer state sharded)
+  # (regex on the parameter path, spec of its trailing dims) over the 'model' axis, first match wins:
+  # attention heads and MLP hidden units split Megatron-style. No effect while mesh.model is 1.
+  config.sharding_rules = (
+      (r"MlpBlock_\d+/Dense_0/kernel$", (None, "model")),
+      (r"MlpBlock_\d+/Dense_0/bias$", ("model",)),
+      (r"MlpBlock_\d+/Dense_1/kernel$", ("model", None)),
+      (r"(query|key|value)/kernel$", (None, "model", None)),
+      (r"(query|key|value)/bias$", ("model", None)),
+      (r"MultiHeadDotProductAttention_\d+/out/kernel$", ("model", None, None)),
+  )
 
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
@@ -74,6 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every = 1000
   config.checkpoint_every = 1000
   config.keep_checkpoints = 3
+  config.keep_checkpoint_every = 0  # > 0: also keep for ever every checkpoint at a multiple of this step
+  config.compilation_cache = "workdir"  # JAX's persistent cache: workdir | a shared folder | "" (off)
+  config.profile_steps = ()    # (first, last): trace these steps to workdir/plugins/profile (TensorBoard)
   return config
 
 

@@ -47,6 +47,7 @@ def _vit(name: str, width: str, patch: int) -> ml_collections.ConfigDict:
       stochastic_depth=0.0,      # drop-path rate of the last block (linear in depth)
       dtype="float32",           # compute dtype; parameters stay float32
       remat=False,               # recompute each block's activations in the backward pass
+      remat_policy="nothing_saveable",  # what remat keeps: nothing_saveable | dots_saveable | ...
       scan=False,                # nn.scan over blocks: compile time independent of depth
       fused_attention=False,     # jax.nn.dot_product_attention (cuDNN flash attention on GPU)
       gelu_approximate=True,     # the official (tanh) GELU; timm and HF use the exact one

@@ -11,12 +11,12 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from tests.test_train import tiny_config  # pylint: disable=g-import-not-at-top
-from vit_jax import sharding  # pylint: disable=g-import-not-at-top
+from vit_jax import distributed  # pylint: disable=g-import-not-at-top
 from vit_jax import train  # pylint: disable=g-import-not-at-top
 
 
 def main(coordinator: str, process_id: int, workdir: str) -> None:
-  sharding.initialize_distributed(coordinator, num_processes=2, process_id=process_id)
+  distributed.initialize(coordinator, num_processes=2, process_id=process_id)
   state, results = train.train_and_evaluate(tiny_config(total_steps=6), workdir)
   # Replicated params: every process holds the whole tree; fingerprint this process's copy.
   local = [np.asarray(x.addressable_shards[0].data, np.float64) for x in jax.tree.leaves(state.params)]

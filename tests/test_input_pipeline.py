@@ -150,3 +150,10 @@ def test_empty_split_raises_at_start_up(sharding):
 def test_too_few_classes_in_the_config_raises():
   with pytest.raises(ValueError, match="10 classes, but config.dataset.num_classes=5"):
     input_pipeline.get_info(_config(num_classes=5))
+
+
+def test_pipelines_get_a_private_thread_pool_and_the_configured_ram_budget():
+  config = _config(threads=3, ram_budget_gb=1.5)
+  dataset = input_pipeline._train_dataset(config, local_batch_size=2, seed=0, start_step=0)
+  assert dataset.options().threading.private_threadpool_size == 3
+  assert dataset.options().autotune.ram_budget == int(1.5 * 2**30)

@@ -140,12 +140,13 @@ def test_scan_matches_unrolled_for_the_same_weights(tiny_model_config):
                              unrolled.apply({"params": params}, IMAGES), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_remat_changes_nothing_numerically(tiny_model_config, scan):
+@pytest.mark.parametrize("scan, policy", [(False, "nothing_saveable"), (True, "nothing_saveable"),
+                                           (False, "dots_saveable")])
+def test_remat_changes_nothing_numerically(tiny_model_config, scan, policy):
   tiny_model_config.scan = scan
   plain = models.create(tiny_model_config)
   params = randomize(init(plain))
-  tiny_model_config.remat = True
+  tiny_model_config.update(remat=True, remat_policy=policy)
   remat = models.create(tiny_model_config)
 
   def grads(model):
@@ -154,6 +155,25 @@ def test_remat_changes_nothing_numerically(tiny_model_config, scan):
     return jax.value_and_grad(loss)(params)
 
   chex.assert_trees_all_close(grads(remat), grads(plain), atol=1e-6, rtol=1e-6)
+
+
+def test_a_remat_policy_that_saves_the_matmuls_recomputes_fewer_of_them(tiny_model_config):
+  params = init(models.create(tiny_model_config))
+
+  def dots_in_gradient(policy):
+    tiny_model_config.update(remat=True, remat_policy=policy)
+    model = models.create(tiny_model_config)
+    loss = lambda p: jnp.sum(model.apply({"params": p}, IMAGES, train=True)**2)
+    return str(jax.make_jaxpr(jax.grad(loss))(params)).count("dot_general")
+
+  assert dots_in_gradient("dots_saveable") < dots_in_gradient("nothing_saveable")
+
+
+def test_an_unknown_remat_policy_names_the_valid_ones(tiny_model_config):
+  tiny_model_config.update(remat=True, remat_policy="save_all")
+  model = models.create(tiny_model_config)
+  with pytest.raises(ValueError, match="remat_policy='save_all'.*dots_saveable"):
+    init(model)
 
 
 def test_bfloat16_compute_stays_close_to_float32(tiny_model_config):

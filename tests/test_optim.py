@@ -187,3 +187,16 @@ def test_sgd_momentum_matches_hand_computed_trajectory():
   m2 = np.array([3.0, -1.0]) + 0.9 * m1
   expected = np.array([1.0, -2.0]) - 0.1 * m1 - 0.1 * m2
   np.testing.assert_allclose(new_params["w"], expected, rtol=1e-6)
+
+
+def test_bfloat16_first_moments_halve_their_memory_and_keep_the_second_in_float32():
+  params = _params()
+  state = optim.create_optimizer(_opt_config(mu_dtype="bfloat16"), 1000, params).init(params)
+  adam = next(s for s in jax.tree.leaves(state, is_leaf=lambda s: hasattr(s, "mu")) if hasattr(s, "mu"))
+  chex.assert_trees_all_equal_dtypes(adam.mu, jax.tree.map(lambda p: p.astype(jnp.bfloat16), params))
+  chex.assert_trees_all_equal_dtypes(adam.nu, params)
+
+
+def test_an_unknown_mu_dtype_names_the_choices():
+  with pytest.raises(ValueError, match="optimizer.mu_dtype='float16'.*bfloat16"):
+    optim.create_optimizer(_opt_config(mu_dtype="float16"), 1000, _params())

@@ -17,11 +17,11 @@ import functools
 import gzip
 import hashlib
 import importlib.util
-import os
 import pathlib
 import re
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -277,8 +277,8 @@ def _file_stamp(paths: list[str]) -> str:
   """A digest of the files' names, sizes and modification times: changes when any file does."""
   digest = hashlib.sha256()
   for path in paths:
-    stat = os.stat(path)
-    digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    stat = epath.Path(path).stat()  # local or gs://
+    digest.update(f"{path}\0{stat.length}\0{stat.mtime}\n".encode())
   return digest.hexdigest()
 
 
@@ -319,7 +319,7 @@ def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
   if not data_config.data_dir:
     raise ValueError("Source 'image_folder' needs config.dataset.data_dir: the folder that holds "
                      "the split folders (train/, test/), each with one folder per class.")
-  root = pathlib.Path(data_config.data_dir)
+  root = epath.Path(data_config.data_dir)  # local or gs://
   name = parse_split(split, 0)[0]
   split_dirs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
   if root / name not in split_dirs:

@@ -14,6 +14,7 @@ import collections
 from collections.abc import Iterator
 import dataclasses
 import math
+import os
 
 from absl import logging
 import jax
@@ -164,7 +165,7 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
     steps = tf.data.Dataset.range(start_step, _INFINITE)
     dataset = tf.data.Dataset.zip(steps, dataset).map(
         mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  return dataset.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(data_config))
 
 
 def _eval_dataset(
@@ -185,7 +186,18 @@ def _eval_dataset(
   largest_shard = -(-source.num_split_examples // jax.process_count())
   num_batches = -(-largest_shard // local_batch_size)
   dataset = dataset.concatenate(padding.repeat()).take(num_batches * local_batch_size)
-  return dataset.batch(local_batch_size).prefetch(tf.data.AUTOTUNE)
+  return dataset.batch(local_batch_size).prefetch(tf.data.AUTOTUNE).with_options(
+      dataset_options(data_config))
+
+
+def dataset_options(data_config: ml_collections.ConfigDict) -> tf.data.Options:
+  """A private thread pool per pipeline (train and eval do not starve each other) and a RAM budget
+  for tf.data's autotuned buffers (on a big host the default, half the RAM, can crowd out the rest)."""
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = data_config.get("threads", 0) or os.cpu_count() or 1
+  if data_config.get("ram_budget_gb", 0):
+    options.autotune.ram_budget = int(data_config.ram_budget_gb * 2**30)
+  return options
 
 
 def _to_global(dataset: tf.data.Dataset, sharding: jax.sharding.NamedSharding,

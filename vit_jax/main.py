@@ -5,8 +5,9 @@
 A config no run can use, a workdir in use or holding an incompatible run, a full disk or a diverged
 run end with one line on stderr and exit status 2.
 
-Multi-host: run the same command on every host. TPU pods and SLURM are detected; elsewhere pass
---coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+Multi-host: run the same command on every host. TPU VMs, SLURM job steps and the variables
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID are detected (vit_jax/distributed.py);
+or pass --coordinator_address=HOST:PORT --num_processes=N --process_id=I. --nodistributed opts out.
 """
 
 import importlib.util
@@ -26,8 +27,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and 
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
-                                 "Call jax.distributed.initialize() with auto-detection (TPU pods, SLURM).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", True,
+    "Join a multi-host run when one is detected (TPU VM, SLURM, JAX_COORDINATOR_ADDRESS).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -49,10 +51,10 @@ def main(argv: list[str]) -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_handler().addFilter(_only_warnings_from_libraries)
   logging.get_absl_handler().addFilter(_no_disk_full_tracebacks)
-  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
+  from vit_jax import distributed  # pylint: disable=g-import-not-at-top
   from vit_jax import train  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value or _DISTRIBUTED.value:
-    sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from vit_jax import config_checks, workdir  # pylint: disable=g-import-not-at-top
   try:
     _, results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

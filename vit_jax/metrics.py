@@ -49,7 +49,13 @@ def create_writer(workdir: str) -> "metric_writers.MetricWriter":
 
 
 class Progress:
-  """Images/s, ETA and MFU over the steps since the last report: `report(step)` returns them."""
+  """Images/s, ETA, MFU and the share of time spent waiting for input, over the steps since the last
+  report: `report(step)` returns them.
+
+  `step_flops` are the global FLOPs of one step (`vit_jax.flops.train_step_flops`), so MFU divides by
+  the peak of all devices together. The loop adds the seconds it blocked on the input with
+  `waited_for_input`.
+  """
 
   def __init__(self, *, first_step: int, total_steps: int, global_batch_size: int,
                step_flops: float | None, peak_flops_per_device: float | None):
@@ -58,11 +64,22 @@ class Progress:
     self._step_flops = step_flops
     self._peak = peak_flops_per_device
     self._last_step, self._last_time = first_step, time.perf_counter()
+    self._input_seconds = 0.
+
+  def waited_for_input(self, seconds: float) -> None:
+    self._input_seconds += seconds
+
+  def mfu(self, steps: int, seconds: float) -> float | None:
+    """Model FLOPs utilisation of `steps` steps in `seconds` on all devices (None if unknown)."""
+    if not (self._step_flops and self._peak and steps > 0 and seconds > 0):
+      return None
+    return steps * self._step_flops / seconds / (self._peak * jax.device_count())
 
   def report(self, step: int) -> dict[str, float]:
     now = time.perf_counter()
     steps, seconds = step - self._last_step, max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
+    input_seconds, self._input_seconds = self._input_seconds, 0.
     if steps <= 0:
       return {}
     steps_per_second = steps / seconds
@@ -70,9 +87,11 @@ class Progress:
         "images_per_second": steps_per_second * self._batch,
         "images_per_second_per_device": steps_per_second * self._batch / jax.device_count(),
         "eta_minutes": (self._total_steps - step) / steps_per_second / 60,
+        "input_wait_fraction": input_seconds / seconds,
     }
-    if self._step_flops and self._peak:
-      out["mfu"] = steps_per_second * self._step_flops / (self._peak * jax.device_count())
+    mfu = self.mfu(steps, seconds)
+    if mfu is not None:
+      out["mfu"] = mfu
     return out
 
 
@@ -80,6 +99,7 @@ def log_line(step: int, total_steps: int, metrics: dict[str, float]) -> None:
   parts = [f"step {step}/{total_steps}"]
   formats = (("loss", "loss {:.4f}"), ("learning_rate", "lr {:.2e}"), ("grad_norm", "|g| {:.3f}"),
              ("images_per_second", "{:.1f} img/s"), ("images_per_second_per_device", "({:.1f}/device)"),
-             ("mfu", "MFU {:.1%}"), ("eta_minutes", "ETA {:.1f} min"))
+             ("mfu", "MFU {:.1%}"), ("input_wait_fraction", "input wait {:.0%}"),
+             ("eta_minutes", "ETA {:.1f} min"))
   parts += [fmt.format(metrics[key]) for key, fmt in formats if key in metrics]
   logging.info(" | ".join(parts))

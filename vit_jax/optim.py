@@ -111,6 +111,9 @@ def _validate(opt_config: ml_collections.ConfigDict) -> None:
   if opt_config.grad_clip_norm < 0:
     raise ValueError(
         f"optimizer.grad_clip_norm={opt_config.grad_clip_norm} must be >= 0 (0 disables clipping).")
+  if opt_config.get("mu_dtype") not in (None, "", "float32", "bfloat16"):
+    raise ValueError(f"optimizer.mu_dtype={opt_config.mu_dtype!r} is unknown; use '' (float32) or "
+                     "'bfloat16'.")
   if opt_config.accum_steps < 1:
     raise ValueError(f"optimizer.accum_steps={opt_config.accum_steps} must be >= 1.")
   if opt_config.backbone_lr_multiplier < 0:
@@ -130,7 +133,8 @@ def _base_optimizer(
     direction = (optax.trace(decay=opt_config.momentum, nesterov=False)
                  if opt_config.momentum > 0 else optax.identity())
   else:
-    direction = optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2)
+    direction = optax.scale_by_adam(b1=opt_config.b1, b2=opt_config.b2,
+                                    mu_dtype=opt_config.get("mu_dtype") or None)
   decay = (optax.add_decayed_weights(opt_config.weight_decay, mask=_kernel_mask)
            if opt_config.weight_decay > 0 else optax.identity())
   return optax.chain(direction, decay, optax.scale_by_learning_rate(schedule))

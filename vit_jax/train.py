@@ -8,8 +8,6 @@ functions and the state live in `vit_jax.steps` (importable without TensorFlow);
 re-exported here.
 """
 
-import signal
-import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -17,17 +15,21 @@ from absl import logging
 from etils import epath
 import flax.linen as nn
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
 from vit_jax import checkpoint
+from vit_jax import compilation_cache
 from vit_jax import config_checks
+from vit_jax import flops
 from vit_jax import input_pipeline
 from vit_jax import metrics
+from vit_jax import preemption
 from vit_jax import pretrained
+from vit_jax import profiling
+from vit_jax import run_info
 from vit_jax import sharding
 from vit_jax import workdir as workdir_lib
 from vit_jax.evaluators import fewshot
@@ -44,7 +46,7 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   """A fresh state initialised directly in its layout on `mesh`; returns it and its shardings."""
   init = lambda rng: init_train_state(config, model, tx, rng)
   abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = sharding.tree_shardings(abstract, mesh, config.sharding)
+  shardings = sharding.tree_shardings(abstract, mesh, config.sharding, config.sharding_rules)
   return jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed)), shardings
 
 
@@ -109,13 +111,6 @@ def _check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
         f"{accum * mesh.shape['data']}.")
 
 
-def _stop_requested(event: threading.Event) -> bool:
-  """True on every process once any process got SIGTERM (they must stop at the same step)."""
-  if jax.process_count() == 1:
-    return event.is_set()
-  return bool(np.any(multihost_utils.process_allgather(np.array(event.is_set()))))
-
-
 def _check_finite(first_bad: jax.Array, step: int, manager: Any, workdir: str, params: Any = None) -> None:
   """Raises `NonFiniteLossError` if a step up to `step` had a non-finite loss or gradient (or, when
   given, `params` are not finite), saying which checkpoints are actually on disk."""
@@ -162,13 +157,14 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   _check_batch_size(config, mesh)
   changes = workdir_lib.check_resume_config(workdir, config, _has_checkpoint(workdir))
   workdir_lib.write_config(workdir, config)
+  compilation_cache.enable(config.compilation_cache, workdir)
   info = input_pipeline.get_info(config.dataset)
   model = create_model(config)
   tx = create_optimizer(config, model)
 
   # State: laid out on the mesh from the start, then replaced by a checkpoint if there is one.
   state, state_sharding = create_train_state(config, model, tx, mesh)
-  manager = workdir_lib.checkpoint_manager(workdir, config.keep_checkpoints)
+  manager = workdir_lib.checkpoint_manager(workdir, config.keep_checkpoints, config.keep_checkpoint_every)
   if manager.latest_step() is not None:
     state = workdir_lib.restore_latest_good(manager, state)
     logging.info("Resuming from step %d in %s", int(state.step), workdir)
@@ -201,15 +197,17 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   evaluator = make_evaluator(config, model, mesh, state_sharding.params)
 
   writer = metrics.create_writer(workdir)
+  run_info.record(config, writer)
   batch = next(batches)
   compiled = train_step.lower(state, batch).compile()
+  step_flops = flops.train_step_flops(config)
   progress = metrics.Progress(
       first_step=first_step, total_steps=config.total_steps, global_batch_size=config.batch_size,
-      step_flops=metrics.compiled_flops(compiled),
+      step_flops=step_flops,
       peak_flops_per_device=config.peak_flops_per_device or metrics.device_peak_flops())
 
-  stop = threading.Event()
-  previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+  preemption_watch = preemption.PreemptionWatch()
+  tracer = profiling.StepTracer(workdir, config.profile_steps)
   train_start, eval_metrics, step = time.perf_counter(), {}, first_step
   logging.info("Training %s on %s: steps %d..%d, %d train / %d eval examples, %d devices",
                config.model.model_name, config.dataset.source, first_step, config.total_steps,
@@ -221,6 +219,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   try:
     in_flight = None
     while step < config.total_steps:
+      tracer.before_step(step + 1)
       state, step_metrics = compiled(state, batch)
       first_bad = track_finite(first_bad, step_metrics, step + 1)
       # At most two steps in flight: XLA's CPU backend deadlocks collectives when the host queues
@@ -228,6 +227,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
       jax.block_until_ready(in_flight)
       in_flight = step_metrics["loss"]
       step += 1
+      tracer.after_step(step, step_metrics)
       is_last = step == config.total_steps
       save_now = step % config.checkpoint_every == 0 or is_last
       if step % config.log_every == 0 or save_now or is_last:
@@ -240,8 +240,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
         eval_metrics = evaluator(state.params)
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
-      # Across hosts the check is a collective, so it runs at log steps only.
-      preempted = (jax.process_count() == 1 or step % config.log_every == 0) and _stop_requested(stop)
+      preempted = preemption_watch.reached(step)
       if save_now or preempted:
         _check_finite(first_bad, step, manager, workdir, state.params)
         workdir_lib.save_state(manager, step, state)
@@ -249,17 +248,21 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
         logging.warning("SIGTERM: saved step %d and stopping; run again to resume.", step)
         break
       if not is_last:
+        wait_start = time.perf_counter()
         batch = next(batches)
+        progress.waited_for_input(time.perf_counter() - wait_start)
   finally:
     batches.close()  # stops tf.data's background threads before anything they feed goes away
     workdir_lib.wait_for_saves(manager, step)
     manager.close()
     writer.flush()
-    signal.signal(signal.SIGTERM, previous_handler)
+    preemption_watch.close()
+    tracer.stop()
 
   train_seconds = time.perf_counter() - train_start
-  results = dict(eval_metrics, steps=step, train_seconds=train_seconds, preempted=stop.is_set(),
+  results = dict(eval_metrics, steps=step, train_seconds=train_seconds, preempted=preemption_watch.preempted,
                  images_per_second=(step - first_step) * config.batch_size / train_seconds,
+                 flops_per_step=step_flops, mfu=progress.mfu(step - first_step, train_seconds),
                  config=config.to_dict())
   if step == config.total_steps and jax.process_index() == 0:
     workdir_lib.write_results(workdir, results)

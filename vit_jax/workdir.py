@@ -44,9 +44,14 @@ def _absolute(workdir: str | epath.Path) -> epath.Path:
   return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
-def checkpoint_manager(workdir: str | epath.Path, keep: int) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                         create=True)
+def checkpoint_manager(workdir: str | epath.Path, keep: int, keep_every: int = 0) -> ocp.CheckpointManager:
+  """Keeps the last `keep` checkpoints, and for ever each one whose step is a multiple of `keep_every`."""
+  policies = [ocp.checkpoint_managers.LatestN(keep)]
+  if keep_every:
+    policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+      enable_async_checkpointing=True, create=True)
   return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 

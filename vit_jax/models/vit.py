@@ -148,6 +148,17 @@ class Encoder1DBlock(nn.Module):
     return x + DropPath(drop_path_rate)(y, deterministic=deterministic), None
 
 
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable",
+                  "everything_saveable")
+
+
+def remat_policy(name: str) -> Callable:
+  """`jax.checkpoint_policies.<name>`: what remat keeps from the forward pass (nothing: least memory)."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"model.remat_policy={name!r} is unknown; use one of {list(REMAT_POLICIES)}.")
+  return getattr(jax.checkpoint_policies, name)
+
+
 class Encoder(nn.Module):
   """Position embedding, the stack of blocks, and the final norm.
 
@@ -167,6 +178,7 @@ class Encoder(nn.Module):
   fused_attention: bool = False
   posemb: str = "learn"
   remat: bool = False
+  remat_policy: str = "nothing_saveable"
   scan: bool = False
   final_norm: bool = True
 
@@ -184,15 +196,16 @@ class Encoder(nn.Module):
     # Stochastic depth grows linearly with depth, from 0 at the first block to the configured rate.
     drop_path_rates = np.linspace(0., self.stochastic_depth, self.num_layers)
     # remat's static_argnums count `self` as 0: (self, x, drop_path_rate, deterministic).
+    policy = remat_policy(self.remat_policy)
     if self.scan:
-      block = nn.remat(Encoder1DBlock, static_argnums=(3,)) if self.remat else Encoder1DBlock
+      block = nn.remat(Encoder1DBlock, static_argnums=(3,), policy=policy) if self.remat else Encoder1DBlock
       x, _ = nn.scan(
           block, variable_axes={"params": 0, "intermediates": 0},
           split_rngs={"params": True, "dropout": True}, in_axes=(0, nn.broadcast),
           length=self.num_layers, metadata_params={nn.PARTITION_NAME: "layers"},
       )(name="encoderblock", **block_kwargs)(x, jnp.asarray(drop_path_rates), not train)
     else:
-      block = nn.remat(Encoder1DBlock, static_argnums=(2, 3)) if self.remat else Encoder1DBlock
+      block = nn.remat(Encoder1DBlock, static_argnums=(2, 3), policy=policy) if self.remat else Encoder1DBlock
       for i, rate in enumerate(drop_path_rates):
         x, _ = block(name=f"encoderblock_{i}", **block_kwargs)(x, float(rate), not train)
     if self.final_norm:
@@ -242,6 +255,7 @@ class VisionTransformer(nn.Module):
   stochastic_depth: float = 0.
   dtype: Dtype = jnp.float32
   remat: bool = False
+  remat_policy: str = "nothing_saveable"
   scan: bool = False
   fused_attention: bool = False
   gelu_approximate: bool = True
@@ -277,7 +291,8 @@ class VisionTransformer(nn.Module):
     x = Encoder(
         **self.transformer, stochastic_depth=self.stochastic_depth, dtype=self.dtype,
         layer_norm_epsilon=self.layer_norm_epsilon, gelu_approximate=self.gelu_approximate,
-        fused_attention=self.fused_attention, posemb=self.posemb, remat=self.remat, scan=self.scan,
+        fused_attention=self.fused_attention, posemb=self.posemb, remat=self.remat,
+        remat_policy=self.remat_policy, scan=self.scan,
         final_norm=not self.pooled_norm, name="Transformer")(x, train=train)
 
     x = self._pool(x)
