@@ -31,7 +31,8 @@ LOCK_FILE = "run.lock"
 # what the data are. Any other change is refused (a prefix covers its whole section).
 RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                   "eval_batch_size", "peak_flops_per_device", "mesh", "sharding", "fewshot",
-                  "dataset.prefetch", "dataset.on_bad_image")
+                  "dataset.prefetch", "dataset.on_bad_image", "sharding_rules", "keep_checkpoint_every",
+                  "compilation_cache", "profile_steps", "dataset.threads", "dataset.ram_budget_gb")
 
 
 class WorkdirError(RuntimeError):
