@@ -1,0 +1,97 @@
+"""Synthetic data sets as `data_sources.Source`s: cheap (category, instance) indices, rendered in `decode`.
+
+Example i of a split is category i % C, instance i // C (so every slice holds all categories
+evenly). The train split holds instances 0 .. I-1 of each category (config.dataset.
+instances_per_category = I), or with I = 0 an endless supply (`UNLIMITED_INSTANCES` per category: no
+run ever repeats one), still indexed, so the input pipeline shuffles, skips and resumes it as any
+other source; the test split holds `eval_instances_per_category` other instances. Image i is a pure
+function of (config.dataset.data_seed, category, instance): every process and every rerun draws the
+same one, and each process renders only its own part of the split (data_sources.process_range).
+"""
+
+import functools
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from vit_jax import data_sources
+from vit_jax.synthetic import contours
+from vit_jax.synthetic import fractals
+from vit_jax.synthetic import raster
+
+FAMILIES = {"fractal": fractals, "contours": contours}
+UNLIMITED_INSTANCES = 2**31
+_EVAL_INSTANCE_OFFSET = 2**40  # test instances: never among the train ones
+SPLITS = ("train", "test")
+
+
+@functools.lru_cache(maxsize=8)
+def category_table(family: str, data_seed: int, num_categories: int) -> np.ndarray:
+  """Each category's parameters (cached: the train loop loads a split several times)."""
+  table = FAMILIES[family].categories(data_seed, num_categories)
+  table.flags.writeable = False
+  return table
+
+
+def num_points(family: str, image_size: int) -> int:
+  """Points drawn per image: enough to light the shape at this resolution."""
+  return round(FAMILIES[family].POINTS_PER_PIXEL * image_size**2)
+
+
+def render(family: str, table: np.ndarray, categories: np.ndarray, instances: np.ndarray,
+           data_seed: int, image_size: int, colour: bool) -> np.ndarray:
+  """uint8 [B, S, S, 3]: instance instances[b] of category categories[b] of the family's `table`.
+
+  Each image draws its random numbers from its own generator seeded by (data seed, category,
+  instance), so it does not depend on the other images of the batch, nor on the process.
+  """
+  rngs = [np.random.default_rng([data_seed, int(c), int(i)]) for c, i in zip(categories, instances)]
+  cloud = FAMILIES[family].points(table[categories], rngs, num_points(family, image_size))
+  return raster.draw(cloud, rngs, image_size, colour)
+
+
+def split_size(data_config: ml_collections.ConfigDict, name: str) -> int:
+  """Examples in the whole split `name` (before slicing)."""
+  per_category = {"train": data_config.instances_per_category or UNLIMITED_INSTANCES,
+                  "test": data_config.eval_instances_per_category}[name]
+  return data_config.num_categories * per_category
+
+
+def load(data_config: ml_collections.ConfigDict, split: str) -> data_sources.Source:
+  """This process's part of `split` ("train" or "test", sliced as any split) of a synthetic family."""
+  family = data_config.source
+  name = data_sources.parse_split(split, 0)[0]
+  if name not in SPLITS:
+    raise ValueError(f"Synthetic source {family!r} has splits {SPLITS}, not {split!r}.")
+  if data_config.num_categories < 1 or data_config.instances_per_category < 0:
+    raise ValueError(
+        f"config.dataset.num_categories={data_config.num_categories} must be >= 1 and "
+        f"config.dataset.instances_per_category={data_config.instances_per_category} >= 0 "
+        "(0: unlimited).")
+  part, num_split_examples = data_sources._process_part(split, split_size(data_config, name))  # pylint: disable=protected-access
+  table = category_table(family, data_config.data_seed, data_config.num_categories)
+  num_categories, size = data_config.num_categories, data_config.image_size
+  instance_offset = _EVAL_INSTANCE_OFFSET if name == "test" else 0
+
+  def render_indices(indices: np.ndarray) -> np.ndarray:
+    return render(family, table, indices % num_categories,
+                  indices // num_categories + instance_offset, data_config.data_seed, size,
+                  data_config.colour)
+
+  def decode_batch(x: data_sources.Features) -> data_sources.Features:
+    images = tf.numpy_function(render_indices, [x["index"]], tf.uint8, stateful=False)
+    images = tf.ensure_shape(images, [None, size, size, 3])
+    return {"image": images, "label": x["index"] % num_categories}
+
+  def decode(x: data_sources.Features) -> data_sources.Features:
+    return tf.nest.map_structure(lambda v: v[0], decode_batch({"index": x["index"][None]}))
+
+  return data_sources.Source(
+      dataset=tf.data.Dataset.range(part.start, part.stop).map(lambda i: {"index": i}),
+      decode=decode,
+      decode_batch=decode_batch,
+      num_examples=part.stop - part.start,
+      num_split_examples=num_split_examples,
+      num_classes=num_categories,
+  )
