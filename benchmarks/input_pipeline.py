@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--source", choices=("image_folder", "fractal", "contours"),
                       default="image_folder", help="what to read: JPEGs, or a synthetic family")
+  parser.add_argument("--num_categories", type=int, default=1000, help="synthetic sources only")
   parser.add_argument("--data_dir", default="", help="image folder; empty: synthetic JPEGs")
   parser.add_argument("--num_images", type=int, default=256, help="synthetic JPEGs to write")
   parser.add_argument("--image_size", default="500x375", help="synthetic JPEG width x height")
@@ -89,7 +90,8 @@ def benchmark(args: argparse.Namespace) -> dict:
     config = common.get_config()
     config.dataset.update(source=args.source, data_dir=data_dir, train_split="train",
                           eval_split="train", image_size=args.res, train_augment=args.augment,
-                          num_classes=1000, shuffle_buffer=1024)
+                          num_classes=1000, shuffle_buffer=1024,
+                          num_categories=args.num_categories)
     mesh = sharding.create_mesh(config.mesh)
     batches = input_pipeline.train_batches(
         config.dataset, global_batch_size=args.batch, seed=0, start_step=0,
