@@ -10,11 +10,13 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
+from PIL import Image
 import pytest
 
 from configs import common
 from vit_jax import data_sources
 from vit_jax import input_pipeline
+from vit_jax.synthetic import export
 from vit_jax.synthetic import fractals
 from vit_jax.synthetic import source
 
@@ -136,3 +138,17 @@ def test_bad_split_and_counts_are_errors_naming_the_key():
     data_sources.load(_config("fractal"), "validation")
   with pytest.raises(ValueError, match="instances_per_category=-1"):
     data_sources.load(_config("fractal", instances_per_category=-1), "train")
+
+
+def test_exported_image_folder_holds_the_images_the_source_renders(tmp_path):
+  written = export.export("contours", 3, {"train": 2, "test": 1}, 16, tmp_path, colour=False)
+  assert written == 9
+  loaded = data_sources.load(_config("contours", num_categories=3, image_size=16, colour=False,
+                                     eval_instances_per_category=1), "test")
+  rendered = list(loaded.dataset.map(loaded.decode).as_numpy_iterator())
+  for example in rendered:
+    saved = np.asarray(Image.open(tmp_path / "test" / f"{example['label']:05d}" / "000000.png"))
+    np.testing.assert_array_equal(saved, example["image"])
+  folder = data_sources.load(_config("contours", source="image_folder", data_dir=str(tmp_path),
+                                     num_classes=3), "train")
+  assert folder.num_examples == 6 and folder.num_classes == 3

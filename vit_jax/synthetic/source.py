@@ -22,7 +22,7 @@ from vit_jax.synthetic import raster
 
 FAMILIES = {"fractal": fractals, "contours": contours}
 UNLIMITED_INSTANCES = 2**31
-_EVAL_INSTANCE_OFFSET = 2**40  # test instances: never among the train ones
+EVAL_INSTANCE_OFFSET = 2**40  # test instances: never among the train ones
 SPLITS = ("train", "test")
 
 
@@ -72,7 +72,7 @@ def load(data_config: ml_collections.ConfigDict, split: str) -> data_sources.Sou
   part, num_split_examples = data_sources._process_part(split, split_size(data_config, name))  # pylint: disable=protected-access
   table = category_table(family, data_config.data_seed, data_config.num_categories)
   num_categories, size = data_config.num_categories, data_config.image_size
-  instance_offset = _EVAL_INSTANCE_OFFSET if name == "test" else 0
+  instance_offset = EVAL_INSTANCE_OFFSET if name == "test" else 0
 
   def render_indices(indices: np.ndarray) -> np.ndarray:
     return render(family, table, indices % num_categories,
