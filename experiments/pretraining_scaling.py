@@ -17,7 +17,7 @@ spread in the CSV, error bars in the plot). Both arms share resolution, recipe a
 The 10-shot linear probe (ridge regression on frozen features, 5 draws of the shots) is taken of each
 pretrained model, and of each scratch run's own random initialisation.
 
-Writes pretraining_scaling.csv (one row per model, pretrain_images, target: accuracy,
+Writes pretraining_scaling.csv (one row per model, pretrain_images, target-size: accuracy,
 scratch_accuracy, fewshot_10shot as fractions, means over seeds, with _std columns;
 pretrain_images 0 = unlimited) and pretraining_scaling.png. Resumable (finished runs are kept);
 --print_only prints the launch command of each run that can start now (sweeps need their pretraining,
@@ -44,6 +44,7 @@ DEFAULT_LEARNING_RATES = (1e-3, 3e-3)
 PRETRAIN_STEPS = 500
 FINETUNE_EPOCHS = 5
 FEWSHOT_SHOTS = 10
+TARGET_BATCH_SIZE = 128  # configs/fashion_mnist.py's: fine-tuning steps = epochs x images / this
 SCRATCH = "scratch"
 
 
@@ -102,10 +103,11 @@ class Study:
                seed: int, validation: bool) -> runs.Run:
     """`init`: SCRATCH or a pretraining size name; on the validation split (sweep) or the test split."""
     spec = TARGETS[target]
-    steps = max(1, round(self.finetune_epochs * spec.num_train(size) / 128))
+    steps = max(1, round(self.finetune_epochs * spec.num_train(size) / TARGET_BATCH_SIZE))
     overrides = [("dataset.source", spec.source), ("dataset.train_split", spec.train_split(size)),
                  ("dataset.eval_split", spec.validation if validation else "test"),
-                 ("total_steps", steps), ("checkpoint_every", steps), ("fewshot.shots", ()),
+                 ("batch_size", TARGET_BATCH_SIZE), ("total_steps", steps),
+                 ("checkpoint_every", steps), ("fewshot.shots", ()),
                  ("optimizer.learning_rate", learning_rate),
                  ("optimizer.warmup_steps", max(1, steps // 10)), ("seed", seed)]
     if init != SCRATCH:
@@ -215,7 +217,7 @@ def collect(study: Study) -> list[dict]:
       probe = fewshot_probe(study, model, init, target, study.seeds[0])
       rows.append(dict(
           model=model, pretrain_images=pretrain_images,
-          target=target if size == "1000" else f"{target}[{size}]",
+          target=f"{target}-{size}",
           accuracy=round(accuracy[0], 4), scratch_accuracy=round(scratch_accuracy[0], 4),
           fewshot_10shot=round(probe, 4), accuracy_std=round(accuracy[1], 4),
           scratch_accuracy_std=round(scratch_accuracy[1], 4),

@@ -91,7 +91,7 @@ def test_pretraining_scaling_and_transfer_study_in_miniature(tmp_path, monkeypat
 
   rows = pretraining_scaling.main(args)
   assert [(r["model"], r["pretrain_images"], r["target"]) for r in rows] == [
-      ("vit_tiny", 200, "digits"), ("vit_tiny", 0, "digits")]
+      ("vit_tiny", 200, "digits-200"), ("vit_tiny", 0, "digits-200")]
   assert all(0 <= r[k] <= 1 for r in rows for k in ("accuracy", "scratch_accuracy", "fewshot_10shot"))
   assert rows[0]["scratch_accuracy"] == rows[1]["scratch_accuracy"] and rows[0]["seeds"] == 2
   header = (tmp_path / "results" / "pretraining_scaling.csv").read_text().splitlines()[0]
@@ -121,7 +121,7 @@ def test_pretraining_scaling_and_transfer_study_in_miniature(tmp_path, monkeypat
       "--pretrain_override", *PRETRAIN_MINI, "--target_override", *TARGET_MINI])
   assert transfer_rows == rows[1:]
   table = (tmp_path / "results" / "transfer_study.md").read_text()
-  assert "| vit_tiny | digits |" in table and "10-shot probe: random init" in table
+  assert "| vit_tiny | digits-200 |" in table and "10-shot probe: random init" in table
 
 
 def _parsed(args: list[str]) -> argparse.Namespace:
