@@ -29,7 +29,8 @@ from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import
 def markdown(rows: list[dict], study: pretraining_scaling.Study) -> str:
   percent = lambda mean, std: f"{100 * mean:.1f} ± {100 * std:.1f}%"
   lines = [
-      f"Pretraining: {study.family}, 100 categories, unlimited instances, {study.pretrain_steps} "
+      f"Pretraining: {study.family}, {pretraining_scaling.PRETRAIN_CATEGORIES} categories, unlimited "
+      f"instances, {study.pretrain_steps} "
       f"steps of 128 at 32 px. Fine-tuning and scratch: {study.finetune_epochs:g} epochs, "
       f"learning rate from {list(study.learning_rates)} on a validation split, {len(study.seeds)} "
       "seeds (mean ± std), test split.",
