@@ -1,4 +1,4 @@
-"""Synthetic data sets as `data_sources.Source`s: cheap (category, instance) indices, rendered in `decode`.
+"""Synthetic data sets as `data_sources.Source`s: cheap example indices, rendered by `decode_batch`.
 
 Example i of a split is category i % C, instance i // C (so every slice holds all categories
 evenly). The train split holds instances 0 .. I-1 of each category (config.dataset.
