@@ -18,6 +18,7 @@ from vit_jax import data_sources
 from vit_jax import input_pipeline
 from vit_jax.synthetic import export
 from vit_jax.synthetic import fractals
+from vit_jax.synthetic import generate
 from vit_jax.synthetic import source
 
 FAMILIES = ("fractal", "contours")
@@ -32,19 +33,26 @@ def _config(family: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def _render(family: str, categories, instances, size: int = 32, colour: bool = True) -> np.ndarray:
-  table = source.category_table(family, 0, 10)
-  return source.render(family, table, np.asarray(categories), np.asarray(instances), 0, size, colour)
+  table = generate.category_table(family, 0, 10)
+  return generate.render(family, table, np.asarray(categories), np.asarray(instances), 0, size,
+                         colour)
 
 
-def _digest(family: str) -> str:
-  return hashlib.sha256(_render(family, [3, 7], [11, 2**35]).tobytes()).hexdigest()
+# Run in a fresh interpreter (numpy only: vit_jax.synthetic.generate imports no TensorFlow).
+_DIGEST = """import hashlib, numpy as np
+from vit_jax.synthetic import generate
+table = generate.category_table({family!r}, 0, 10)
+images = generate.render({family!r}, table, np.array([3, 7]), np.array([11, 2**35]), 0, 32, True)
+print(hashlib.sha256(images.tobytes()).hexdigest())
+"""
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_same_image_from_the_same_seed_category_and_instance_in_another_process(family):
-  code = f"from tests import test_synthetic as t; print(t._digest({family!r}))"
-  other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-  assert other.stdout.strip().splitlines()[-1] == _digest(family)
+  other = subprocess.run([sys.executable, "-c", _DIGEST.format(family=family)],
+                         capture_output=True, text=True, check=True)
+  here = hashlib.sha256(_render(family, [3, 7], [11, 2**35]).tobytes()).hexdigest()
+  assert other.stdout.strip() == here
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -100,7 +108,7 @@ def test_no_blank_or_degenerate_images(family):
 
 
 def test_every_fractal_category_passes_the_filling_rate_filter():
-  table = source.category_table("fractal", 0, 10)
+  table = generate.category_table("fractal", 0, 10)
   num_maps = (table != 0).any(-1).sum(-1)
   assert ((fractals.MIN_MAPS <= num_maps) & (num_maps <= fractals.MAX_MAPS)).all()
   rngs = [np.random.default_rng([0, c]) for c in range(10)]

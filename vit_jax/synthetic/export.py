@@ -14,6 +14,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
+from vit_jax.synthetic import generate
 from vit_jax.synthetic import source
 
 _BATCH = 256
@@ -22,7 +23,7 @@ _BATCH = 256
 def export(family: str, num_categories: int, instances: dict[str, int], image_size: int,
            output_dir: pathlib.Path, *, data_seed: int = 0, colour: bool = True) -> int:
   """Writes instances[split] images per category of each split; returns how many it wrote."""
-  table = source.category_table(family, data_seed, num_categories)
+  table = generate.category_table(family, data_seed, num_categories)
   written = 0
   for split, count in instances.items():
     offset = source.EVAL_INSTANCE_OFFSET if split == "test" else 0
@@ -30,7 +31,7 @@ def export(family: str, num_categories: int, instances: dict[str, int], image_si
     for start in range(0, len(indices), _BATCH):
       batch = indices[start:start + _BATCH]
       categories, numbers = batch % num_categories, batch // num_categories
-      images = source.render(family, table, categories, numbers + offset, data_seed, image_size,
+      images = generate.render(family, table, categories, numbers + offset, data_seed, image_size,
                              colour)
       for image, category, number in zip(images, categories, numbers):
         folder = output_dir / split / f"{category:05d}"
@@ -42,7 +43,7 @@ def export(family: str, num_categories: int, instances: dict[str, int], image_si
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--family", choices=sorted(source.FAMILIES), default="fractal")
+  parser.add_argument("--family", choices=sorted(generate.FAMILIES), default="fractal")
   parser.add_argument("--num_categories", type=int, default=1000)
   parser.add_argument("--instances_per_category", type=int, default=1000)
   parser.add_argument("--eval_instances_per_category", type=int, default=10)

@@ -9,46 +9,16 @@ function of (config.dataset.data_seed, category, instance): every process and ev
 same one, and each process renders only its own part of the split (data_sources.process_range).
 """
 
-import functools
-
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from vit_jax import data_sources
-from vit_jax.synthetic import contours
-from vit_jax.synthetic import fractals
-from vit_jax.synthetic import raster
+from vit_jax.synthetic import generate
 
-FAMILIES = {"fractal": fractals, "contours": contours}
 UNLIMITED_INSTANCES = 2**31
 EVAL_INSTANCE_OFFSET = 2**40  # test instances: never among the train ones
 SPLITS = ("train", "test")
-
-
-@functools.lru_cache(maxsize=8)
-def category_table(family: str, data_seed: int, num_categories: int) -> np.ndarray:
-  """Each category's parameters (cached: the train loop loads a split several times)."""
-  table = FAMILIES[family].categories(data_seed, num_categories)
-  table.flags.writeable = False
-  return table
-
-
-def num_points(family: str, image_size: int) -> int:
-  """Points drawn per image: enough to light the shape at this resolution."""
-  return round(FAMILIES[family].POINTS_PER_PIXEL * image_size**2)
-
-
-def render(family: str, table: np.ndarray, categories: np.ndarray, instances: np.ndarray,
-           data_seed: int, image_size: int, colour: bool) -> np.ndarray:
-  """uint8 [B, S, S, 3]: instance instances[b] of category categories[b] of the family's `table`.
-
-  Each image draws its random numbers from its own generator seeded by (data seed, category,
-  instance), so it does not depend on the other images of the batch, nor on the process.
-  """
-  rngs = [np.random.default_rng([data_seed, int(c), int(i)]) for c, i in zip(categories, instances)]
-  cloud = FAMILIES[family].points(table[categories], rngs, num_points(family, image_size))
-  return raster.draw(cloud, rngs, image_size, colour)
 
 
 def split_size(data_config: ml_collections.ConfigDict, name: str) -> int:
@@ -70,12 +40,12 @@ def load(data_config: ml_collections.ConfigDict, split: str) -> data_sources.Sou
         f"config.dataset.instances_per_category={data_config.instances_per_category} >= 0 "
         "(0: unlimited).")
   part, num_split_examples = data_sources._process_part(split, split_size(data_config, name))  # pylint: disable=protected-access
-  table = category_table(family, data_config.data_seed, data_config.num_categories)
+  table = generate.category_table(family, data_config.data_seed, data_config.num_categories)
   num_categories, size = data_config.num_categories, data_config.image_size
   instance_offset = EVAL_INSTANCE_OFFSET if name == "test" else 0
 
   def render_indices(indices: np.ndarray) -> np.ndarray:
-    return render(family, table, indices % num_categories,
+    return generate.render(family, table, indices % num_categories,
                   indices // num_categories + instance_offset, data_config.data_seed, size,
                   data_config.colour)
 
