@@ -254,15 +254,17 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
                   yerr=[100 * r["accuracy_std"] for _, r in points], fmt="o-", color=f"C{i}",
                   capsize=3, label=f"{model}: fine-tuned")
       scratch = points[0][1]
+      ax.axhline(100 * scratch["scratch_accuracy"], color=f"C{i}", linestyle=":",
+                 label=f"{model}: from scratch (mean; band ± std)")
       ax.axhspan(100 * (scratch["scratch_accuracy"] - scratch["scratch_accuracy_std"]),
                  100 * (scratch["scratch_accuracy"] + scratch["scratch_accuracy_std"]),
-                 color=f"C{i}", alpha=0.15, label=f"{model}: from scratch (mean ± std)")
+                 color=f"C{i}", alpha=0.15)
       ax.plot(xs, [100 * r["fewshot_10shot"] for _, r in points], "s--", color=f"C{i}",
               alpha=0.6, label=f"{model}: 10-shot probe")
     ax.set_xscale("log")
     ax.set_xticks(sorted(set(finite)) + [unlimited_x],
                   [f"{n:,}" for n in sorted(set(finite))] + ["unlimited"], fontsize=7)
-    ax.set_xlabel("pretraining images (fractals)")
+    ax.set_xlabel("pretraining images (synthetic)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(target)
     ax.grid(True, which="both", alpha=0.3)
