@@ -2,10 +2,11 @@
 rcdb_21k.py): DeiT's training of ViT-Ti/S/B at 224 px on formula-driven categories.
 
 Kataoka et al. (CVPR 2022, "Replacing Labeled Real-image Datasets with Auto-generated Contours") and
-Nakashima et al. (AAAI 2022) pretrain with DeiT's recipe: AdamW, weight decay 0.05, label smoothing
-0.1, cosine schedule with 5 warmup epochs, 300 epochs (ours: inception crop + flip and mixup; DeiT's
-RandAugment, CutMix and random erasing are not in this codebase). The learning rate follows DeiT's
-rule 5e-4 x batch / 512. Images are rendered on the fly, so the data set is never stored.
+Nakashima et al. (AAAI 2022) pretrain ViTs with DeiT's training code; the settings here are DeiT's
+defaults (AdamW, weight decay 0.05, label smoothing 0.1, cosine schedule with 5 warmup epochs, 300
+epochs, learning rate 5e-4 x batch / 512), not re-checked against the papers' tables. Augmentation:
+inception crop, flip and mixup (DeiT's RandAugment, CutMix and random erasing are not in this
+codebase). Images are rendered on the fly, so the data set is never stored.
 """
 
 import ml_collections
