@@ -5,7 +5,10 @@
 Runs `vit_jax.input_pipeline.train_batches` (read, JPEG decode, inception crop or fine-tune crop,
 flip, normalise, batch, device put) over an image folder: `--data_dir` (train/<class>/<image>), or by
 default a temporary folder of JPEGs of ImageNet's typical size (about 500x375, cut from the photos
-that ship inside scikit-learn and scikit-image), so it runs offline. `--cores` pins the process to
+that ship inside scikit-learn and scikit-image), so it runs offline. `--source=fractal` or
+`--source=contours` times the synthetic sources instead (vit_jax/synthetic: rendering replaces
+reading and decoding; 1,000 categories, unlimited instances):
+  python -m benchmarks.input_pipeline --source=fractal --res=32 --batch=256 --augment=none `--cores` pins the process to
 that many cores (before TensorFlow starts, so tf.data sizes its thread pool to them); images/s per
 core is the total divided by the cores. Compare it with `benchmarks/throughput.py --mode=train` per
 accelerator to see how many cores each accelerator needs.
@@ -27,6 +30,9 @@ from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-impor
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--source", choices=("image_folder", "fractal", "contours"),
+                      default="image_folder", help="what to read: JPEGs, or a synthetic family")
+  parser.add_argument("--num_categories", type=int, default=1000, help="synthetic sources only")
   parser.add_argument("--data_dir", default="", help="image folder; empty: synthetic JPEGs")
   parser.add_argument("--num_images", type=int, default=256, help="synthetic JPEGs to write")
   parser.add_argument("--image_size", default="500x375", help="synthetic JPEG width x height")
@@ -81,14 +87,15 @@ def benchmark(args: argparse.Namespace) -> dict:
 
   with tempfile.TemporaryDirectory() as tmp:
     data_dir = args.data_dir
-    if not data_dir:
+    if not data_dir and args.source == "image_folder":
       width, height = (int(v) for v in args.image_size.split("x"))
       write_jpegs(pathlib.Path(tmp), args.num_images, width, height)
       data_dir = tmp
     config = common.get_config()
-    config.dataset.update(source="image_folder", data_dir=data_dir, train_split="train",
+    config.dataset.update(source=args.source, data_dir=data_dir, train_split="train",
                           eval_split="train", image_size=args.res, train_augment=args.augment,
-                          num_classes=1000, shuffle_buffer=1024)
+                          num_classes=1000, shuffle_buffer=1024,
+                          num_categories=args.num_categories)
     mesh = sharding.create_mesh(config.mesh)
     batches = input_pipeline.train_batches(
         config.dataset, global_batch_size=args.batch, seed=0, start_step=0,
@@ -108,7 +115,9 @@ def benchmark(args: argparse.Namespace) -> dict:
   images_per_second = statistics.median(rates)
   return {"images_per_second": images_per_second, "images_per_second_per_core": images_per_second / cores,
           "images_per_second_runs": rates, "cores": cores, "batch": args.batch, "res": args.res,
-          "augment": args.augment, "source": args.data_dir or f"synthetic JPEGs {args.image_size}"}
+          "augment": args.augment,
+          "source": (args.data_dir or f"synthetic JPEGs {args.image_size}"
+                     if args.source == "image_folder" else f"{args.source}, rendered")}
 
 
 def summary(r: dict) -> str:

@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = models.get_model_config("ViT-B_16")
 
   config.dataset = ml_collections.ConfigDict(dict(
-      source="tfds",           # tfds | image_folder | digits | fashion_mnist | mnist5k
+      source="tfds",           # tfds | image_folder | digits | fashion_mnist | mnist5k | fractal | contours
       name="",                 # tfds name (e.g. "cifar10"); unused by the other sources
       data_dir="",             # tfds data_dir, image-folder root, or the Fashion-MNIST folder
       train_split="train",     # split names accept slicing: "train[:10%]", "train[:5000]"
@@ -38,6 +38,14 @@ def get_config() -> ml_collections.ConfigDict:
       prefetch=2,              # batches prepared ahead on the devices
       threads=0,               # tf.data's private thread pool per pipeline (0: one per CPU core)
       ram_budget_gb=0.0,       # tf.data autotune's RAM limit (0: TensorFlow's default, half the RAM)
+  ))
+  # Synthetic sources (fractal | contours, vit_jax/synthetic): images rendered from formulas.
+  config.dataset.update(dict(
+      num_categories=1000,     # classes of the synthetic data set (<= num_classes)
+      instances_per_category=0,  # train images per category; 0: unlimited (never repeated)
+      eval_instances_per_category=10,  # held-out instances per category in the test split
+      colour=True,             # a random colour per image (else white on black)
+      data_seed=0,             # the data set: categories and instances follow from it
   ))
 
   config.batch_size = 512

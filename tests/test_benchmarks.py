@@ -105,3 +105,11 @@ def test_input_pipeline_reports_images_per_second_per_core():
   assert result["images_per_second_per_core"] == pytest.approx(
       result["images_per_second"] / result["cores"])
 
+
+
+def test_input_pipeline_times_the_synthetic_sources():
+  args = input_pipeline_benchmark.parse_args(
+      ["--source=contours", "--num_categories=10", "--batch=16", "--res=16", "--batches=2",
+       "--repeats=1", "--warmup=1", "--augment=none"])
+  result = input_pipeline_benchmark.benchmark(args)
+  assert result["source"] == "contours, rendered" and result["images_per_second"] > 0

@@ -1,21 +1,20 @@
 """The studies end to end in miniature: tiny runs of a few steps on real MNIST-5k and digits images."""
 
-import json
+import argparse
 import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import pytest
 
 from configs import fashion_mnist
 from experiments import data_scaling
+from experiments import pretraining_scaling
 from experiments import transfer_study
 from experiments import transfer_table
 from vit_jax import models
 from vit_jax import train
 from vit_jax import workdir as workdir_lib
-from vit_jax.evaluators import fewshot
 
 # One block, a few steps, small evaluations: every run takes seconds.
 MINI = ["model.transformer.num_layers=1", "total_steps=3", "batch_size=16", "eval_batch_size=96",
@@ -69,34 +68,67 @@ def test_resnet_baseline_is_the_stem_pooled_into_a_linear_head():
   assert set(params["Transformer"]) == {"posembed_input", "encoder_norm"}  # no transformer block
 
 
-@pytest.mark.slow
-def test_transfer_study_fine_tunes_at_a_higher_resolution_and_probes_few_shot(tmp_path):
-  root = tmp_path / "runs"
-  summary = transfer_study.main([
-      "--model", "vit_tiny", "--workdir_root", str(root), "--output_dir", str(tmp_path / "results"),
-      "--pretrain_override", "dataset.source=digits", *MINI, *FEWSHOT_MINI,
-      "--target_override", "dataset.train_split=train[:64]", *MINI])
-  _, pretrained = workdir_lib.load_params(root / "pretrain-vit_tiny")
-  _, finetuned = workdir_lib.load_params(root / "finetune-vit_tiny")
-  posemb = lambda params: params["Transformer"]["posembed_input"]["pos_embedding"].shape
-  assert posemb(pretrained) == (1, 16, 64) and posemb(finetuned) == (1, 36, 64)  # 32 px -> 48 px
-  table = (tmp_path / "results" / "transfer_study.md").read_text()
-  assert "| vit_tiny | pretrained, fine-tuned" in table and "| random initialisation |" in table
-  assert "| vit_tiny | pretrained, trained with the from-scratch recipe" in table
-  assert "| features | 1-shot | 2-shot |" in table and "plain few-shot protocol" in table
-  written = json.loads((tmp_path / "results" / "transfer_study.json").read_text())
-  assert set(written) == {"pretrain", "finetune", "scratch", "pretrained_adamw",
-                          "random_init_fewshot"} == set(summary)
-  assert 0. <= written["finetune"]["accuracy"] <= 1. and written["scratch"]["steps"] == 3
+PRETRAIN_MINI = ["model.transformer.num_layers=1", "batch_size=16", "eval_batch_size=40",
+                 "dataset.num_categories=4", "optimizer.warmup_steps=1", "log_every=1",
+                 "checkpoint_every=3", "fewshot.shots=(1,)", *FEWSHOT_MINI[:3], "fewshot.seeds=1"]
+TARGET_MINI = ["model.transformer.num_layers=1", "batch_size=16", "eval_batch_size=96",
+               "total_steps=3", "checkpoint_every=3", "optimizer.warmup_steps=1", "log_every=1"]
 
-  # The probes the training loop ran at its end, repeated standalone on the finished workdir.
-  data = ml_collections.ConfigDict(dict(
-      source="mnist5k", name="", data_dir="", train_split="train[:96]", eval_split="test[:96]",
-      num_classes=10, image_size=32, prefetch=1))
-  again = fewshot.evaluate_checkpoint(str(root / "pretrain-vit_tiny"), data, shots=(1, 2), seeds=1,
-                                      l2_reg=1.0, batch_size=96, protocol="plain")
-  probed = {k: v for k, v in written["pretrain"].items() if k.startswith("fewshot_")}
-  assert again == pytest.approx(probed)
+
+@pytest.mark.slow
+def test_pretraining_scaling_and_transfer_study_in_miniature(tmp_path, monkeypatch, capsys):
+  root = str(tmp_path / "runs")
+  args = ["--models", "vit_tiny", "--pretrain_sizes", "200", "0", "--targets", "digits",
+          "--target_sizes", "200", "--seeds", "2", "--learning_rates", "0.001", "0.003",
+          "--pretrain_steps", "3", "--workdir_root", root, "--output_dir", str(tmp_path / "results"),
+          "--pretrain_override", *PRETRAIN_MINI, "--target_override", *TARGET_MINI]
+  pretraining_scaling.main(args + ["--print_only"])
+  printed = capsys.readouterr().out.splitlines()
+  # Only what can start: both pretraining runs and the scratch sweep, not what needs a pretraining.
+  assert len(printed) == 4 and sum("configs/pretrain/fractal_cpu.py:vit_tiny,fractal" in c
+                                   for c in printed) == 2
+  assert all("init_checkpoint" not in c for c in printed)
+
+  rows = pretraining_scaling.main(args)
+  assert [(r["model"], r["pretrain_images"], r["target"]) for r in rows] == [
+      ("vit_tiny", 200, "digits-200"), ("vit_tiny", 0, "digits-200")]
+  assert all(0 <= r[k] <= 1 for r in rows for k in ("accuracy", "scratch_accuracy", "fewshot_10shot"))
+  assert rows[0]["scratch_accuracy"] == rows[1]["scratch_accuracy"] and rows[0]["seeds"] == 2
+  header = (tmp_path / "results" / "pretraining_scaling.csv").read_text().splitlines()[0]
+  assert header.startswith("model,pretrain_images,target,accuracy,scratch_accuracy,fewshot_10shot,")
+  assert (tmp_path / "results" / "pretraining_scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+  # The learning rate is the sweep's best on the validation split; the final runs use the test split.
+  study = pretraining_scaling.study_from_args(argparse.Namespace(
+      **{**vars(_parsed(args)), "print_only": False}))
+  sweep = study.sweep("vit_tiny", "unlimited", "digits", "200")
+  best = max(sweep, key=lambda run: run.results()["accuracy"]).config().optimizer.learning_rate
+  assert all(run.config().dataset.eval_split == "train[1200:]" for run in sweep)
+  final = study.final("vit_tiny", "200", "digits", "200")
+  config = final[0].config()
+  assert config.dataset.eval_split == "test" and config.optimizer.learning_rate == best
+  assert config.init_checkpoint == f"{root}/pretrain/vit_tiny-200"
+  _, finetuned = workdir_lib.load_params(final[0].workdir)
+  assert finetuned["head"]["kernel"].shape == (64, 10)  # a new head: 4 fractal classes -> 10 digits
+
+  # The transfer study is the unlimited slice of the same runs: nothing is trained again.
+  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  assert pretraining_scaling.main(args) == rows
+  transfer_rows = transfer_study.main([
+      "--models", "vit_tiny", "--pretrain_sizes", "0", "--targets", "digits", "--target_sizes",
+      "200", "--seeds", "2", "--learning_rates", "0.001", "0.003", "--pretrain_steps", "3",
+      "--workdir_root", root, "--output_dir", str(tmp_path / "results"),
+      "--pretrain_override", *PRETRAIN_MINI, "--target_override", *TARGET_MINI])
+  assert transfer_rows == rows[1:]
+  table = (tmp_path / "results" / "transfer_study.md").read_text()
+  assert "| vit_tiny | digits-200 |" in table and "10-shot probe: random init" in table
+
+
+def _parsed(args: list[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser()
+  pretraining_scaling.add_arguments(parser, models=(), pretrain_sizes=(), target_sizes=(),
+                                    workdir_root="")
+  return parser.parse_args(args)
 
 
 def test_transfer_table_sweeps_picks_the_best_rate_and_compares(tmp_path, capsys):

@@ -6,7 +6,8 @@ pipeline can shuffle and skip them fast) and a `decode` that turns one into
 ImageNet-ReaL's `real_label`). Grayscale and RGBA images become RGB. Each process
 reads only its own shard of the split, so `num_examples` is this process's count.
 
-Sources (`config.dataset.source`): tfds, digits, fashion_mnist, mnist5k, image_folder. Split names
+Sources (`config.dataset.source`): tfds, digits, fashion_mnist, mnist5k, image_folder, and the
+synthetic fractal and contours (vit_jax/synthetic). Split names
 accept slicing everywhere: "train[:10%]", "train[:5000]", "test[100:200]".
 """
 
@@ -51,6 +52,9 @@ class Source:
   num_examples: int  # in `dataset` (this process)
   num_split_examples: int  # in the whole split (all processes)
   num_classes: int  # classes the data set has
+  # Optional, for sources that render many examples at once (synthetic): a batch of undecoded
+  # elements -> the batch decoded, as `decode` would give it example by example.
+  decode_batch: Callable[[Features], Features] | None = None
 
 
 def load(data_config: ml_collections.ConfigDict, split: str) -> Source:
@@ -61,6 +65,8 @@ def load(data_config: ml_collections.ConfigDict, split: str) -> Source:
       "fashion_mnist": _fashion_mnist,
       "mnist5k": _mnist5k,
       "image_folder": _image_folder,
+      "fractal": _synthetic,
+      "contours": _synthetic,
   }
   if data_config.source not in loaders:
     raise ValueError(
@@ -267,6 +273,13 @@ def _fashion_mnist(data_config: ml_collections.ConfigDict, split: str) -> Source
                      f"shape {labels.shape}: expected [N, H, W] and [N].")
   splits = {name: (images[..., None], labels)}
   return _in_memory(splits, split, "fashion_mnist")
+
+
+def _synthetic(data_config: ml_collections.ConfigDict, split: str) -> Source:
+  """Formula-driven images rendered on the fly (vit_jax/synthetic)."""
+  from vit_jax.synthetic import source  # pylint: disable=g-import-not-at-top  (imports this module)
+
+  return source.load(data_config, split)
 
 
 def _decode_file(path: tf.Tensor) -> tf.Tensor:

@@ -11,7 +11,7 @@ it, so it sees exactly the batches an unbroken run would have seen.
 """
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import dataclasses
 import math
 import os
@@ -133,6 +133,23 @@ def _seed(seed: int, salt: int, counter: tf.Tensor) -> tf.Tensor:
   return tf.random.experimental.stateless_fold_in(key, counter)
 
 
+def _decoder(source: data_sources.Source, batch_size: int) -> tuple[
+    Callable[[tf.data.Dataset], tf.data.Dataset], Callable[[data_sources.Features], data_sources.Features]]:
+  """How to decode a stream of the source's elements: (stream -> stream, per-example decode).
+
+  Sources that render a batch at once (`decode_batch`) decode in batches of `batch_size` within the
+  stream, and the per-example step is then the identity; the others decode example by example.
+  """
+  if source.decode_batch is None:
+    return lambda examples: examples, source.decode
+
+  def decode_in_batches(examples: tf.data.Dataset) -> tf.data.Dataset:
+    return examples.batch(batch_size).map(
+        source.decode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+  return decode_in_batches, lambda example: example
+
+
 def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int, seed: int,
                    start_step: int) -> tf.data.Dataset:
   """This process's batches from step `start_step` on, without decoding any skipped example."""
@@ -147,12 +164,15 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
         [], seed=_seed(seed, _SHUFFLE, index), minval=None, maxval=None, dtype=tf.int64)
     return source.dataset.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
 
+  examples_decoded, decode = _decoder(source, local_batch_size)
+
   def augment(position: tf.Tensor, example: data_sources.Features) -> data_sources.Features:
-    return transform(source.decode(example), _seed(seed, _AUGMENT, position))
+    return transform(decode(example), _seed(seed, _AUGMENT, position))
 
   first_example = start_step * local_batch_size
   first_epoch, skip = divmod(first_example, source.num_examples)
   examples = tf.data.Dataset.range(first_epoch, _INFINITE).flat_map(epoch).skip(skip)
+  examples = examples_decoded(examples)
   positions = tf.data.Dataset.range(first_example, _INFINITE)
   dataset = tf.data.Dataset.zip(positions, examples).map(
       augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -175,10 +195,13 @@ def _eval_dataset(
   transform = preprocess.eval_transform(data_config.image_size, data_config.num_classes,
                                        data_config.get("eval_preprocess", "central_crop"))
 
-  def prepare(example: data_sources.Features) -> data_sources.Features:
-    return {**transform(source.decode(example)), "mask": tf.constant(1.0)}
+  examples_decoded, decode = _decoder(source, local_batch_size)
 
-  dataset = source.dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  def prepare(example: data_sources.Features) -> data_sources.Features:
+    return {**transform(decode(example)), "mask": tf.constant(1.0)}
+
+  dataset = examples_decoded(source.dataset).map(
+      prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   padding = tf.data.Dataset.from_tensors(
       tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), dataset.element_spec))
   # The largest shard of a split cut evenly over processes (data_sources.process_range) sets the
