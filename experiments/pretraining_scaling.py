@@ -187,7 +187,7 @@ def fewshot_probe(study: Study, model: str, init: str, target: str, seed: int) -
                            seed=seed, validation=False).config()
   data = ml_collections.ConfigDict(scratch.dataset.to_dict())
   data.update(train_split=TARGETS[target].train_split(study.target_sizes[0]), eval_split="test")
-  settings = dict(shots=(FEWSHOT_SHOTS,), seeds=5, l2_reg=1.0, batch_size=512)
+  settings = dict(shots=(FEWSHOT_SHOTS,), seeds=5, batch_size=512)  # big_vision's protocol
   key = f"fewshot_{FEWSHOT_SHOTS}shot"
   if init != SCRATCH:
     pretrain_images = 0 if init == "unlimited" else int(init)

@@ -28,7 +28,7 @@ def pretrain_config(arg: str | None, *, family: str, num_categories: int,
   config.dataset.update(dict(source=family, num_categories=num_categories,
                              num_classes=num_categories,
                              instances_per_category=instances_per_category, colour=True,
-                             image_size=224, train_augment="pretrain", mixup_alpha=0.8,
+                             image_size=224, train_augment="inception_crop", mixup_alpha=0.8,
                              eval_instances_per_category=10, shuffle_buffer=250_000))
   config.batch_size = 1024
   config.eval_batch_size = 1024

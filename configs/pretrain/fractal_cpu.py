@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset.update(dict(source=family, num_categories=100, instances_per_category=0,
                              eval_instances_per_category=10, image_size=32, colour=True,
-                             train_augment="none", shuffle_buffer=10_000))
+                             train_augment="central_crop", shuffle_buffer=10_000))
   config.dataset.num_classes = config.dataset.get_ref("num_categories")
 
   config.batch_size = 128
@@ -43,5 +43,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every = config.get_ref("total_steps")  # once, at the end (follows overrides)
   config.checkpoint_every = 500
   config.fewshot = fashion_mnist.fewshot_config()
-  config.fewshot.shots = (10,)
+  config.fewshot.update(shots=(10,), protocol="big_vision", l2_reg=2.0**10)  # big_vision's probe
   return config
