@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.dataset.update(source="tfds", name="imagenet21k", num_classes=21843,
                         train_split="train[102400:]", eval_split="train[:102400]", image_size=224,
-                        train_augment="pretrain", shuffle_buffer=250_000)
+                        train_augment="inception_crop", shuffle_buffer=250_000)
 
   config.batch_size = 4096
   config.eval_batch_size = 4096

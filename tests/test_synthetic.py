@@ -27,7 +27,7 @@ FAMILIES = ("fractal", "contours")
 def _config(family: str, **overrides) -> ml_collections.ConfigDict:
   config = common.get_config().dataset
   config.update(dict(source=family, num_categories=5, instances_per_category=3, image_size=16,
-                     train_augment="none", shuffle_buffer=64, num_classes=5))
+                     train_augment="central_crop", shuffle_buffer=64, num_classes=5))
   config.update(overrides)
   return config
 
