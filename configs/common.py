@@ -60,6 +60,11 @@ def get_config() -> ml_collections.ConfigDict:
       label_smoothing=0.0,
   ))
 
+  config.ema = ml_collections.ConfigDict(dict(
+      decay=0.0,               # > 0 keeps a moving average of the params (vit_jax/ema.py), e.g. 0.9999
+      warmup_power=0.0,        # > 0: timm ModelEmaV3 warm-up, decay_n = min(decay, 1 - n^-power); 2/3
+  ))
+
   config.mesh = ml_collections.ConfigDict(dict(
       data=-1,                 # -1: all devices not used by the other axis
       model=1,
@@ -68,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
+  config.init_use_ema = False  # init_checkpoint is a workdir: start from its EMA params
   config.log_every = 50
   config.eval_every = 1000
   config.checkpoint_every = 1000

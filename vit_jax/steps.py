@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vit_jax import ema
 from vit_jax import losses
 from vit_jax import models
 from vit_jax import optim
@@ -27,6 +28,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # raw uint32 key data: orbax saves it like any array
+  ema_params: Any = None  # the parameters' moving average (vit_jax.ema) when config.ema.decay > 0
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -40,7 +42,7 @@ def init_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   size = config.dataset.image_size
   params = model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(state_rng))
+                    rng=jax.random.key_data(state_rng), ema_params=params if ema.enabled(config) else None)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, model: nn.Module) -> optax.GradientTransformation:
@@ -55,6 +57,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   loss_fn = losses.loss_fn(config.loss)
   accum_steps = config.optimizer.accum_steps
   schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
+  keep_ema = ema.enabled(config)
 
   def micro_loss(params, images, labels, rng):
     logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
@@ -80,7 +83,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                     "learning_rate": schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
+    ema_params = ema.update(state.ema_params, params, state.step + 1, config.ema) if keep_ema else None
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         ema_params=ema_params), step_metrics
 
   return train_step
 

@@ -54,7 +54,7 @@ def load_init_params(config: ml_collections.ConfigDict, init_params: Any) -> Any
   """
   path = epath.Path(config.init_checkpoint)
   if (path / workdir_lib.CONFIG_FILE).exists():
-    _, restored = workdir_lib.load_params(path)
+    _, restored = workdir_lib.load_params(path, use_ema=config.init_use_ema)
     return checkpoint.adapt(restored, init_params, config.model)
   return checkpoint.load_pretrained(pretrained.resolve(config.init_checkpoint), init_params, config.model)
 
@@ -132,8 +132,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     logging.info("Resuming from step %d in %s", manager.latest_step(), workdir)
     state = workdir_lib.restore_state(manager, state)
   elif config.init_checkpoint:
-    params = load_init_params(config, jax.eval_shape(lambda: state.params))
-    state = state.replace(params=jax.device_put(params, state_sharding.params))
+    params = jax.device_put(load_init_params(config, jax.eval_shape(lambda: state.params)),
+                            state_sharding.params)
+    ema_params = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+    state = state.replace(params=params, ema_params=ema_params)
   first_step = int(state.step)
   if first_step >= config.total_steps:
     logging.info("%s already finished (step %d); nothing to train.", workdir, first_step)
@@ -183,6 +185,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
         metrics.log_line(step, config.total_steps, step_metrics)
       if step % config.eval_every == 0 or is_last:
         eval_metrics = evaluator(state.params)
+        if state.ema_params is not None:
+          eval_metrics.update({f"ema_{k}": v for k, v in evaluator(state.ema_params).items()})
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
       # Across hosts the check is a collective, so it runs at log steps only.
