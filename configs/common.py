@@ -68,6 +68,15 @@ def get_config() -> ml_collections.ConfigDict:
       warmup_power=0.0,        # > 0: timm ModelEmaV3 warm-up, decay_n = min(decay, 1 - n^-power); 2/3
   ))
 
+  config.distillation = ml_collections.ConfigDict(dict(
+      type="",                 # "" (off) | hard | soft: DeiT distillation (needs model.distilled=True)
+      teacher="",              # one of our workdirs, or an .npz (then name teacher_model)
+      teacher_model="",        # .npz teachers: configs/models.py name, e.g. ViT-B_16
+      teacher_image_size=0,    # .npz teachers: their input size (0: the student's)
+      alpha=0.5,               # weight of the distillation term (DeiT: 1/2)
+      tau=1.0,                 # soft distillation temperature
+  ))
+
   config.mesh = ml_collections.ConfigDict(dict(
       data=-1,                 # -1: all devices not used by the other axis
       model=1,

@@ -160,15 +160,15 @@ def adapt(restored: Params, init_params: Params, model_config: ml_collections.Co
   init = flax.traverse_util.flatten_dict(init_params, sep="/")
   posemb_key = "Transformer/posembed_input/pos_embedding"
   if posemb_key in restored and posemb_key in init:
-    prefix = 1 if model_config.classifier == "token" else 0
+    prefix = (2 if model_config.get("distilled") else 1) if model_config.classifier == "token" else 0
     restored[posemb_key] = resize_posemb(restored[posemb_key], init[posemb_key].shape[1], prefix)
-  for key in ("head/kernel", "head/bias"):
+  for key in ("head/kernel", "head/bias", "head_dist/kernel", "head_dist/bias"):
     if key in init and (key not in restored or restored[key].shape != init[key].shape):
       logging.info("New head %s %s (the checkpoint's is %s)", key, init[key].shape,
                    getattr(restored.get(key), "shape", None))
       restored[key] = np.zeros(init[key].shape, init[key].dtype)  # heads start at zero
   for key in list(restored):
-    if key.split("/")[0] in ("head", "pre_logits") and key not in init:
+    if key.split("/")[0] in ("head", "head_dist", "pre_logits") and key not in init:
       logging.info("Dropping %s: the model has no such layer.", key)
       del restored[key]
   _check_same_layout(restored, init)

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint
+from vit_jax import distillation
 from vit_jax import input_pipeline
 from vit_jax import metrics
 from vit_jax import pretrained
@@ -143,7 +144,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
     return state, workdir_lib.read_results(workdir) or {}
 
   batch_sharding = sharding.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(model, tx, config), in_shardings=(state_sharding, batch_sharding),
+  teacher, teacher_args, teacher_shardings = None, (), ()
+  if distillation.enabled(config):  # DeiT: the frozen teacher runs inside the step, on the same mesh
+    teacher, teacher_params = distillation.load_teacher(config)
+    teacher_shardings = (sharding.tree_shardings(teacher_params, mesh, config.sharding),)
+    teacher_args = (jax.device_put(teacher_params, teacher_shardings[0]),)
+  train_step = jax.jit(make_train_step(model, tx, config, teacher),
+                       in_shardings=(state_sharding, batch_sharding, *teacher_shardings),
                        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
   batches = input_pipeline.train_batches(config.dataset, global_batch_size=config.batch_size,
                                          seed=config.seed, start_step=first_step, sharding=batch_sharding)
@@ -151,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
 
   writer = metrics.create_writer(workdir)
   batch = next(batches)
-  compiled = train_step.lower(state, batch).compile()
+  compiled = train_step.lower(state, batch, *teacher_args).compile()
   progress = metrics.Progress(
       first_step=first_step, total_steps=config.total_steps, global_batch_size=config.batch_size,
       step_flops=metrics.compiled_flops(compiled),
@@ -166,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> tuple
   try:
     in_flight = None
     while step < config.total_steps:
-      state, step_metrics = compiled(state, batch)
+      state, step_metrics = compiled(state, batch, *teacher_args)
       # At most two steps in flight: XLA's CPU backend deadlocks collectives when the host queues
       # more than 32 computations per device, and nothing is gained by running further ahead.
       jax.block_until_ready(in_flight)
