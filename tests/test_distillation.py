@@ -122,3 +122,23 @@ def test_distillation_config_errors_name_the_keys():
   config.dataset.num_classes = 7
   with pytest.raises(ValueError, match="must predict the student's 7 classes"):
     distillation.load_teacher(config)
+
+
+@pytest.mark.parametrize("arg", ["ViT-Ti_16", "ViT-S_16,distilled", "ViT-B_16,distilled"])
+def test_deit_configs_follow_the_papers_schedule(arg):
+  from configs.deit import imagenet1k  # pylint: disable=g-import-not-at-top
+  config = imagenet1k.get_config(arg)
+  assert config.total_steps == 300 * 1251 and config.optimizer.warmup_steps == 5 * 1251
+  assert config.optimizer.learning_rate == 1e-3 and config.model.stochastic_depth == 0.1
+  assert config.model.distilled == arg.endswith("distilled")
+  assert config.distillation.type == ("hard" if config.model.distilled else "")
+  if config.model.distilled:  # the teacher is the user's to give
+    with pytest.raises(ValueError, match="distillation.teacher is empty"):
+      distillation.enabled(config)
+  model = train.create_model(config)
+  params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3))))["params"]
+  count = sum(np.prod(x.shape) for x in jax.tree.leaves(params))
+  # timm 1.0.31's counts of deit_tiny_patch16_224, deit_small_distilled_patch16_224 and
+  # deit_base_distilled_patch16_224 (timm.create_model(name), summed parameters).
+  assert count == {"ViT-Ti_16": 5_717_416, "ViT-S_16,distilled": 22_436_432,
+                   "ViT-B_16,distilled": 87_338_192}[arg]
