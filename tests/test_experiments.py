@@ -163,3 +163,18 @@ def test_model_soup_fine_tunes_a_grid_and_reports_every_kind(tmp_path, monkeypat
   model_soup.main(args[:6] + ["0.3"] + args[7:] + ["--print_only"])
   commands = capsys.readouterr().out.splitlines()
   assert len(commands) == 1 and "--config.optimizer.learning_rate=0.3 " in commands[0]
+
+
+@pytest.mark.slow
+def test_distillation_study_trains_teacher_plain_and_distilled_students(tmp_path):
+  from experiments import distillation  # pylint: disable=g-import-not-at-top
+
+  rows = distillation.main(["--student", "vit_tiny", "--train_sizes", "32",
+                            "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path),
+                            "--override", "dataset.source=mnist5k", *MINI])
+  assert [(r["model"], r["teacher"]) for r in rows] == [
+      ("resnet", ""), ("vit_tiny", ""), ("vit_tiny_distilled", "resnet")]
+  assert all(r["train_images"] == 32 and 0. <= r["accuracy"] <= 1. for r in rows)
+  assert (tmp_path / "distillation.csv").read_text().splitlines()[0] == "model,train_images,teacher,accuracy"
+  _, student = workdir_lib.load_params(tmp_path / "runs" / "vit_tiny_distilled-32")
+  assert {"dist", "head_dist"} <= set(student)
