@@ -96,3 +96,9 @@ def test_asking_for_a_missing_ema_is_reported(tmp_path):
   train.train_and_evaluate(tiny_config(total_steps=3), str(tmp_path))
   with pytest.raises(ValueError, match="no EMA params.*ema.decay=0"):
     workdir_lib.load_params(tmp_path, use_ema=True)
+
+
+def test_predict_use_ema_needs_a_workdir(capsys):
+  with pytest.raises(SystemExit):
+    predict.main(["--model", "ViT-B_16", "--checkpoint", "x.npz", "--use_ema", "image.png"])
+  assert "--use_ema needs --workdir" in capsys.readouterr().err
