@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
       eval_preprocess="central_crop",  # central_crop | resize | resmall_central_crop (whose: preprocess.py)
       random_flip=True,        # mirror training images (off for digits and text)
       mixup_alpha=0.0,         # > 0 mixes pairs of training images and labels
+      cutmix_alpha=0.0,        # > 0 pastes boxes between pairs (with mixup too: one of them per batch)
+      randaugment_layers=0,    # > 0: RandAugment ops per image (vit_jax/randaugment.py; AugReg uses 2)
+      randaugment_magnitude=0.0,  # its magnitude, 0-20 on big_vision's scale (AugReg: 0, 10, 15, 20)
       shuffle_buffer=50_000,
       on_bad_image="skip",     # image folders: skip (counted in the log) | fail
       prefetch=2,              # batches prepared ahead on the devices
@@ -72,6 +75,20 @@ def get_config() -> ml_collections.ConfigDict:
       label_smoothing=0.0,
   ))
 
+  config.ema = ml_collections.ConfigDict(dict(
+      decay=0.0,               # > 0 keeps a moving average of the params (vit_jax/ema.py), e.g. 0.9999
+      warmup_power=0.0,        # > 0: timm ModelEmaV3 warm-up, decay_n = min(decay, 1 - n^-power); 2/3
+  ))
+
+  config.distillation = ml_collections.ConfigDict(dict(
+      type="",                 # "" (off) | hard | soft: DeiT distillation (needs model.distilled=True)
+      teacher="",              # one of our workdirs, or an .npz (then name teacher_model)
+      teacher_model="",        # .npz teachers: configs/models.py name, e.g. ViT-B_16
+      teacher_image_size=0,    # .npz teachers: their input size (0: the student's)
+      alpha=0.5,               # weight of the distillation term (DeiT: 1/2)
+      tau=1.0,                 # soft distillation temperature
+  ))
+
   config.mesh = ml_collections.ConfigDict(dict(
       data=-1,                 # -1: all devices not used by the other axis
       model=1,                 # tensor parallelism: devices that split each block (sharding_rules)
@@ -92,6 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
   config.init_keep_head = False  # True: keep init_checkpoint's head (same classes) instead of a new one
+  config.init_use_ema = False  # init_checkpoint is a workdir: start from its EMA params
   config.log_every = 50
   config.eval_every = 1000
   config.checkpoint_every = 1000

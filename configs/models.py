@@ -55,6 +55,7 @@ def _vit(name: str, width: str, patch: int) -> ml_collections.ConfigDict:
       pooled_norm=False,         # timm's fc_norm: normalise after pooling instead of all tokens
       pixel_mean=(0.5, 0.5, 0.5),  # normalisation the weights expect of [0, 1] pixels
       pixel_std=(0.5, 0.5, 0.5),
+      distilled=False,           # DeiT: a distillation token and head (head_dist) beside the class token
   ))
 
 

@@ -162,3 +162,51 @@ def test_transfer_table_real_row_shares_the_imagenet_run(tmp_path, capsys):
   assert capsys.readouterr().out.count("--workdir=") == 1
   assert rows[0]["workdir"] == rows[1]["workdir"] == f"{tmp_path}/imagenet2012"
   assert rows[1]["published"] == "88.35" and rows[1]["ours"] == ""  # the run is not trained yet
+
+
+@pytest.mark.slow
+def test_model_soup_fine_tunes_a_grid_and_reports_every_kind(tmp_path, monkeypatch, capsys):
+  from experiments import model_soup  # pylint: disable=g-import-not-at-top
+  from experiments import runs  # pylint: disable=g-import-not-at-top
+
+  pretrain = runs.Run("fashion_mnist", "vit_tiny", str(tmp_path / "pretrain"),
+                      runs.parse_overrides(["dataset.source=digits", *MINI]))
+  runs.execute([pretrain], print_only=False)
+  args = ["--arg", "vit_tiny,finetune", "--init_checkpoint", pretrain.workdir,
+          "--learning_rates", "0.03", "0.1", "--seeds", "0", "--train_split", "train[:64]",
+          "--held_out_split", "train[3904:]", "--workdir_root", str(tmp_path / "soup"),
+          "--output_dir", str(tmp_path / "results"), "--override", *MINI]
+  rows = model_soup.main(args)
+  assert [r["kind"] for r in rows] == ["ingredient", "ingredient", "best_ingredient", "uniform_soup",
+                                       "greedy_soup"]
+  ingredients, best, greedy = rows[:2], rows[2], rows[4]
+  assert best["name"] in {r["name"] for r in ingredients}
+  assert best["held_out_accuracy"] == max(r["held_out_accuracy"] for r in ingredients)
+  assert greedy["held_out_accuracy"] >= best["held_out_accuracy"]  # greedy never drops held-out accuracy
+  assert all(0. <= r["accuracy"] <= 1. for r in rows)
+  lines = (tmp_path / "results" / "model_soup.csv").read_text().splitlines()
+  assert lines[0] == "name,kind,accuracy,held_out_accuracy" and len(lines) == 6
+
+  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  again = model_soup.main(["--workdirs", *(str(tmp_path / "soup" / r["name"]) for r in ingredients),
+                           "--held_out_split", "train[3904:]", "--output_dir", str(tmp_path / "again")])
+  assert [r["accuracy"] for r in again] == pytest.approx([r["accuracy"] for r in rows])
+  capsys.readouterr()
+  model_soup.main(args[:6] + ["0.3"] + args[7:] + ["--print_only"])
+  commands = capsys.readouterr().out.splitlines()
+  assert len(commands) == 1 and "--config.optimizer.learning_rate=0.3 " in commands[0]
+
+
+@pytest.mark.slow
+def test_distillation_study_trains_teacher_plain_and_distilled_students(tmp_path):
+  from experiments import distillation  # pylint: disable=g-import-not-at-top
+
+  rows = distillation.main(["--student", "vit_tiny", "--train_sizes", "32",
+                            "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path),
+                            "--override", "dataset.source=mnist5k", *MINI])
+  assert [(r["model"], r["teacher"]) for r in rows] == [
+      ("resnet", ""), ("vit_tiny", ""), ("vit_tiny_distilled", "resnet")]
+  assert all(r["train_images"] == 32 and 0. <= r["accuracy"] <= 1. for r in rows)
+  assert (tmp_path / "distillation.csv").read_text().splitlines()[0] == "model,train_images,teacher,accuracy"
+  _, student = workdir_lib.load_params(tmp_path / "runs" / "vit_tiny_distilled-32")
+  assert {"dist", "head_dist"} <= set(student)

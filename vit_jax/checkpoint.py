@@ -167,7 +167,7 @@ def adapt(restored: Params, init_params: Params, model_config: ml_collections.Co
   """
   restored = flax.traverse_util.flatten_dict(restored, sep="/")
   init = flax.traverse_util.flatten_dict(init_params, sep="/")
-  for key in ("head/kernel", "head/bias"):
+  for key in ("head/kernel", "head/bias", "head_dist/kernel", "head_dist/bias"):
     if key not in init:
       continue
     source = restored.get(key)
@@ -176,10 +176,10 @@ def adapt(restored: Params, init_params: Params, model_config: ml_collections.Co
                        f"fit the model's {init[key].shape}; set init_keep_head = False for a new zero head.")
     if not keep_head:
       logging.info("New head %s %s (the checkpoint's: %s)", key, init[key].shape, getattr(source, "shape", None))
-      value = model_config.get("head_bias_init", 0.) if key == "head/bias" else 0.
+      value = model_config.get("head_bias_init", 0.) if key.endswith("/bias") else 0.
       restored[key] = np.full(init[key].shape, value, init[key].dtype)
   for key in list(restored):
-    if key.split("/")[0] in ("head", "pre_logits") and key not in init:
+    if key.split("/")[0] in ("head", "head_dist", "pre_logits") and key not in init:
       logging.info("Dropping %s: the model has no such layer.", key)
       del restored[key]
   return fit(flax.traverse_util.unflatten_dict(restored, sep="/"), init_params, model_config)
@@ -195,7 +195,7 @@ def fit(restored: Params, init_params: Params, model_config: ml_collections.Conf
   init = flax.traverse_util.flatten_dict(init_params, sep="/")
   posemb_key = "Transformer/posembed_input/pos_embedding"
   if posemb_key in restored and posemb_key in init:
-    prefix = 1 if model_config.classifier == "token" else 0
+    prefix = (2 if model_config.get("distilled") else 1) if model_config.classifier == "token" else 0
     restored[posemb_key] = resize_posemb(restored[posemb_key], init[posemb_key].shape[1], prefix)
   _check_same_layout(restored, init)
   return flax.traverse_util.unflatten_dict(restored, sep="/")
@@ -216,7 +216,7 @@ def _check_same_layout(restored: dict[str, Any], init: dict[str, Any]) -> None:
                     f"{tuple(init[key].shape)}")
   if not problems:
     return
-  if all(key.startswith("head/") for key in missing + unexpected + mismatched):
+  if all(key.startswith(("head/", "head_dist/")) for key in missing + unexpected + mismatched):
     problems.append("a checkpoint's head is used as it is for inference; to fine-tune on other classes, "
                     "start a run from it (config.init_checkpoint), which gives a new head")
   raise ValueError("The checkpoint does not fit the model (check the model name, classifier, "

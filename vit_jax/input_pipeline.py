@@ -156,7 +156,9 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
   source = _load(data_config, data_config.train_split)
   transform = preprocess.train_transform(
       data_config.train_augment, data_config.image_size, data_config.num_classes,
-      random_flip=data_config.random_flip)
+      random_flip=data_config.random_flip,
+      randaugment=((data_config.randaugment_layers, data_config.randaugment_magnitude)
+                   if data_config.randaugment_layers else None))
   shuffle_buffer = max(1, min(data_config.shuffle_buffer, source.num_examples))
 
   def epoch(index: tf.Tensor) -> tf.data.Dataset:
@@ -177,10 +179,19 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
   dataset = tf.data.Dataset.zip(positions, examples).map(
       augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   dataset = dataset.batch(local_batch_size, drop_remainder=True)
-  if data_config.mixup_alpha > 0:
+  if data_config.mixup_alpha > 0 or data_config.cutmix_alpha > 0:
 
     def mix(step: tf.Tensor, batch: data_sources.Features) -> data_sources.Features:
-      return preprocess.mixup(batch, data_config.mixup_alpha, _seed(seed, _MIXUP, step))
+      """Mixup, CutMix, or with both alphas one of the two per batch (a fair coin, as timm)."""
+      mix_seed = _seed(seed, _MIXUP, step)
+      if data_config.cutmix_alpha <= 0:
+        return preprocess.mixup(batch, data_config.mixup_alpha, mix_seed)
+      if data_config.mixup_alpha <= 0:
+        return preprocess.cutmix(batch, data_config.cutmix_alpha, mix_seed)
+      coin_seed = tf.random.experimental.stateless_fold_in(mix_seed, 1)
+      return tf.cond(tf.random.stateless_uniform([], seed=coin_seed) < 0.5,
+                     lambda: preprocess.mixup(batch, data_config.mixup_alpha, mix_seed),
+                     lambda: preprocess.cutmix(batch, data_config.cutmix_alpha, mix_seed))
 
     steps = tf.data.Dataset.range(start_step, _INFINITE)
     dataset = tf.data.Dataset.zip(steps, dataset).map(

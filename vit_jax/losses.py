@@ -38,6 +38,34 @@ LOSSES = {
 }
 
 
+DISTILLATION_TYPES = ("hard", "soft")
+
+
+def distillation_loss(cls_logits: jax.Array, dist_logits: jax.Array, labels: jax.Array,
+                      teacher_logits: jax.Array, kind: str, alpha: float = 0.5,
+                      tau: float = 1.0) -> jax.Array:
+  """DeiT's loss per example [B] (Touvron et al. 2021, Section 4): the class head learns the labels,
+  the distillation head the teacher.
+
+  hard: (1 - alpha) CE(cls, labels) + alpha CE(dist, argmax teacher); the paper uses alpha = 1/2.
+  soft: (1 - alpha) CE(cls, labels) + alpha tau^2 KL(softmax(teacher / tau) || softmax(dist / tau)),
+  the KL summed over classes (the paper's formula; facebookresearch/deit's code divides the batch sum
+  by batch x classes, which rescales alpha by 1 / classes).
+  """
+  if kind not in DISTILLATION_TYPES:
+    raise ValueError(f"distillation.type={kind!r} is unknown; valid choices: {DISTILLATION_TYPES}.")
+  base = softmax_cross_entropy(cls_logits, labels)
+  teacher_logits = jax.lax.stop_gradient(jnp.asarray(teacher_logits, jnp.float32))
+  if kind == "hard":
+    targets = jax.nn.one_hot(jnp.argmax(teacher_logits, axis=-1), teacher_logits.shape[-1])
+    distill = softmax_cross_entropy(dist_logits, targets)
+  else:
+    log_teacher = jax.nn.log_softmax(teacher_logits / tau, axis=-1)
+    log_student = jax.nn.log_softmax(jnp.asarray(dist_logits, jnp.float32) / tau, axis=-1)
+    distill = tau**2 * jnp.sum(jnp.exp(log_teacher) * (log_teacher - log_student), axis=-1)
+  return (1. - alpha) * base + alpha * distill
+
+
 def loss_fn(loss_config: ml_collections.ConfigDict) -> LossFn:
   """The per-example loss `(logits, labels) -> [B]` named by `loss.name`, with its smoothing bound."""
   if loss_config.name not in LOSSES:

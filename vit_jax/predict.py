@@ -139,9 +139,10 @@ def load_checkpoint(model_config: ml_collections.ConfigDict, path: str | pathlib
   return model, params, image_size
 
 
-def load_workdir(path: str | pathlib.Path) -> tuple[nn.Module, Params, int]:
-  """(model, params, image_size) of a training run: its config and latest checkpoint."""
-  config, params = workdir.load_params(path)
+def load_workdir(path: str | pathlib.Path, use_ema: bool = False) -> tuple[nn.Module, Params, int]:
+  """(model, params, image_size) of a training run: its config and latest checkpoint (its EMA params
+  with `use_ema`)."""
+  config, params = workdir.load_params(path, use_ema=use_ema)
   model = models.create(config.model, num_classes=config.dataset.num_classes)
   return model, params, config.dataset.image_size
 
@@ -233,6 +234,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--checkpoint", help="official .npz (local, gs://) or a published name, e.g. "
                       "ViT-B_16-imagenet2012")
   parser.add_argument("--workdir", help="a training run's workdir, instead of --model/--checkpoint")
+  parser.add_argument("--use_ema", action="store_true",
+                      help="with --workdir: the moving average of the params (runs with config.ema.decay > 0)")
   parser.add_argument("--labels", help="'imagenet' or a file with one class name per line (default: "
                       "ImageNet-1k names for 1000 classes, else class indices)")
   parser.add_argument("--top_k", type=int, default=5)
@@ -242,6 +245,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if bool(args.workdir) == bool(args.model or args.checkpoint):
     parser.error("pass either --workdir, or both --model and --checkpoint")
+  if args.use_ema and not args.workdir:
+    parser.error("--use_ema needs --workdir (an .npz checkpoint holds one set of params)")
   if not args.workdir and not (args.model and args.checkpoint):
     parser.error("--model and --checkpoint go together")
   if args.top_k < 1 or args.batch_size < 1:
@@ -272,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _predict(args: argparse.Namespace, csv_file: TextIO | None) -> int:
   try:
     if args.workdir:
-      model, params, image_size = load_workdir(args.workdir)
+      model, params, image_size = load_workdir(args.workdir, use_ema=args.use_ema)
       view = workdir.read_config(args.workdir).dataset.get("eval_preprocess", "central_crop")
     else:
       model, params, image_size = load_checkpoint(

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+from vit_jax import randaugment as randaugment_lib
+
 Features = dict[str, tf.Tensor]
 
 # config.dataset.train_augment and config.dataset.eval_preprocess; whose each is: see the functions.
@@ -126,8 +128,8 @@ def eval_transform(image_size: int, num_classes: int,
   return transform
 
 
-def train_transform(augment: str, image_size: int, num_classes: int,
-                    random_flip: bool = True) -> Callable[[Features, tf.Tensor], Features]:
+def train_transform(augment: str, image_size: int, num_classes: int, random_flip: bool = True,
+                    randaugment: tuple[int, float] | None = None) -> Callable[[Features, tf.Tensor], Features]:
   """The training transform `augment` (config.dataset.train_augment) as f(features, seed).
 
   inception_crop: `inception_crop` + random flip (vision_transformer's fine-tuning; big_vision's
@@ -136,6 +138,8 @@ def train_transform(augment: str, image_size: int, num_classes: int,
   to `SQUASH_CROP_RATIO` x the size, random crop, random flip. resize: squash to the size, no
   randomness (VTAB). central_crop: as the evaluation's `central_crop`, no randomness.
   `random_flip=False` keeps the crops but never mirrors (digits and text are not mirror-symmetric).
+  `randaugment=(num_layers, magnitude)` then applies RandAugment (vit_jax/randaugment.py), as
+  big_vision's AugReg pipelines do after the crop and flip.
   """
   if augment not in TRAIN_AUGMENTS:
     renamed = f" (renamed {_RENAMED[augment]!r})" if augment in _RENAMED else ""
@@ -159,6 +163,10 @@ def train_transform(augment: str, image_size: int, num_classes: int,
         image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seed=crop_seed)
       if random_flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    if randaugment is not None:
+      uint8 = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0., 255.), tf.uint8)
+      image = randaugment_lib.randaugment(uint8, *randaugment,
+                                          seed=tf.random.experimental.stateless_fold_in(seed, 2))
     return _finish(image, features["label"], image_size, num_classes)
 
   return transform
@@ -176,4 +184,31 @@ def mixup(batch: Features, alpha: float, seed: tf.Tensor) -> Features:
   mixed = dict(batch)
   for key in ("image", "label"):
     mixed[key] = lam * batch[key] + (1.0 - lam) * tf.roll(batch[key], shift=1, axis=0)
+  return mixed
+
+
+def cutmix(batch: Features, alpha: float, seed: tf.Tensor) -> Features:
+  """CutMix (Yun et al. 2019): pastes a box of each example's neighbour (roll by 1) into it.
+
+  One lam ~ Beta(alpha, alpha) per batch; the box has area (1 - lam) of the image around a uniform
+  centre, clipped at the borders, and the labels mix by the area actually pasted (timm's
+  `rand_bbox` + `correct_lam`). `seed` has shape [2].
+  """
+  lam_seed, box_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+  gammas = tf.random.stateless_gamma([2], seed=lam_seed, alpha=tf.constant(alpha, tf.float64),
+                                     dtype=tf.float64)
+  lam = tf.cast(gammas[0] / (gammas[0] + gammas[1]), tf.float32)
+  height, width = batch["image"].shape[1], batch["image"].shape[2]
+  cut = tf.sqrt(1.0 - lam)
+  cut_h, cut_w = tf.cast(height * cut, tf.int32), tf.cast(width * cut, tf.int32)
+  center = tf.random.stateless_uniform([2], seed=box_seed, minval=0, maxval=tf.int32.max, dtype=tf.int32)
+  cy, cx = center[0] % height, center[1] % width
+  top, bottom = tf.clip_by_value(cy - cut_h // 2, 0, height), tf.clip_by_value(cy + cut_h // 2, 0, height)
+  left, right = tf.clip_by_value(cx - cut_w // 2, 0, width), tf.clip_by_value(cx + cut_w // 2, 0, width)
+  rows, cols = tf.range(height)[:, None], tf.range(width)[None, :]
+  box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+  kept = 1.0 - tf.cast((bottom - top) * (right - left), tf.float32) / float(height * width)
+  mixed = dict(batch)
+  mixed["image"] = tf.where(box[None, :, :, None], tf.roll(batch["image"], shift=1, axis=0), batch["image"])
+  mixed["label"] = kept * batch["label"] + (1.0 - kept) * tf.roll(batch["label"], shift=1, axis=0)
   return mixed

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vit_jax import ema
 from vit_jax import losses
 from vit_jax import models
 from vit_jax import optim
@@ -27,6 +28,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # raw uint32 key data: orbax saves it like any array
+  ema_params: Any = None  # the parameters' moving average (vit_jax.ema) when config.ema.decay > 0
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
@@ -40,7 +42,7 @@ def init_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   size = config.dataset.image_size
   params = model.init(init_rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    rng=jax.random.key_data(state_rng))
+                    rng=jax.random.key_data(state_rng), ema_params=params if ema.enabled(config) else None)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, model: nn.Module) -> optax.GradientTransformation:
@@ -48,29 +50,40 @@ def create_optimizer(config: ml_collections.ConfigDict, model: nn.Module) -> opt
   return optim.create_optimizer(config.optimizer, config.total_steps, abstract.params)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    config: ml_collections.ConfigDict) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, config: ml_collections.ConfigDict,
+                    teacher: Any = None) -> Callable[..., tuple[TrainState, dict]]:
   """The pure step; with `optimizer.accum_steps > 1` the batch is split into micro-batches whose
-  gradients are averaged in a `lax.scan`, so memory holds one micro-batch of activations."""
+  gradients are averaged in a `lax.scan`, so memory holds one micro-batch of activations.
+
+  With a `teacher` (vit_jax.distillation.Teacher) the step is `train_step(state, batch,
+  teacher_params)` and the loss is DeiT's `losses.distillation_loss` of config.distillation.
+  """
   loss_fn = losses.loss_fn(config.loss)
   accum_steps = config.optimizer.accum_steps
   schedule = optim.learning_rate_schedule(config.optimizer, config.total_steps)
+  keep_ema = ema.enabled(config)
 
-  def micro_loss(params, images, labels, rng):
-    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
-    return jnp.mean(loss_fn(logits, labels))
+  def micro_loss(params, images, labels, rng, teacher_params):
+    if teacher is None:
+      logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng})
+      return jnp.mean(loss_fn(logits, labels))
+    cls_logits, dist_logits = model.apply({"params": params}, images, train=True, rngs={"dropout": rng},
+                                          distillation_heads=True)
+    return jnp.mean(losses.distillation_loss(
+        cls_logits, dist_logits, labels, teacher.logits(teacher_params, images), config.distillation.type,
+        alpha=config.distillation.alpha, tau=config.distillation.tau))
 
-  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+  def train_step(state: TrainState, batch: Batch, teacher_params: Any = None) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grad_fn = jax.value_and_grad(micro_loss)
     if accum_steps == 1:
-      loss, grads = grad_fn(state.params, batch["image"], batch["label"], rng)
+      loss, grads = grad_fn(state.params, batch["image"], batch["label"], rng, teacher_params)
     else:
       split = lambda x: x.reshape((accum_steps, -1) + x.shape[1:])
       micro = (split(batch["image"]), split(batch["label"]), jax.random.split(rng, accum_steps))
 
       def accumulate(carry, xs):
-        loss, grads = grad_fn(state.params, *xs)
+        loss, grads = grad_fn(state.params, *xs, teacher_params)
         return jax.tree.map(jnp.add, carry, (loss, grads)), None
 
       zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state.params))
@@ -80,7 +93,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     step_metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                     "learning_rate": schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), step_metrics
+    ema_params = ema.update(state.ema_params, params, state.step + 1, config.ema) if keep_ema else None
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         ema_params=ema_params), step_metrics
 
   return train_step
 

@@ -23,6 +23,7 @@ import optax
 from vit_jax import checkpoint
 from vit_jax import compilation_cache
 from vit_jax import config_checks
+from vit_jax import distillation
 from vit_jax import flops
 from vit_jax import input_pipeline
 from vit_jax import metrics
@@ -59,7 +60,7 @@ def load_init_params(config: ml_collections.ConfigDict, init_params: Any) -> Any
   path = epath.Path(config.init_checkpoint)
   keep_head = bool(config.get("init_keep_head", False))
   if (path / workdir_lib.CONFIG_FILE).exists():
-    _, restored = workdir_lib.load_params(path)
+    _, restored = workdir_lib.load_params(path, use_ema=config.init_use_ema)
     return checkpoint.adapt(restored, init_params, config.model, keep_head=keep_head)
   return checkpoint.load_pretrained(pretrained.resolve(config.init_checkpoint), init_params, config.model,
                                     transfer=True, keep_head=keep_head)
@@ -171,8 +172,10 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
     if jax.process_index() == 0:
       workdir_lib.record_config_changes(workdir, int(state.step), changes)
   elif config.init_checkpoint:
-    params = load_init_params(config, jax.eval_shape(lambda: state.params))
-    state = state.replace(params=jax.device_put(params, state_sharding.params))
+    params = jax.device_put(load_init_params(config, jax.eval_shape(lambda: state.params)),
+                            state_sharding.params)
+    ema_params = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+    state = state.replace(params=params, ema_params=ema_params)
   first_step = int(state.step)
   if first_step >= config.total_steps:
     manager.close()
@@ -190,7 +193,13 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
     return state, results
 
   batch_sharding = sharding.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(model, tx, config), in_shardings=(state_sharding, batch_sharding),
+  teacher, teacher_args, teacher_shardings = None, (), ()
+  if distillation.enabled(config):  # DeiT: the frozen teacher runs inside the step, on the same mesh
+    teacher, teacher_params = distillation.load_teacher(config)
+    teacher_shardings = (sharding.tree_shardings(teacher_params, mesh, config.sharding),)
+    teacher_args = (jax.device_put(teacher_params, teacher_shardings[0]),)
+  train_step = jax.jit(make_train_step(model, tx, config, teacher),
+                       in_shardings=(state_sharding, batch_sharding, *teacher_shardings),
                        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
   batches = input_pipeline.train_batches(config.dataset, global_batch_size=config.batch_size,
                                          seed=config.seed, start_step=first_step, sharding=batch_sharding)
@@ -199,7 +208,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   writer = metrics.create_writer(workdir)
   run_info.record(config, writer)
   batch = next(batches)
-  compiled = train_step.lower(state, batch).compile()
+  compiled = train_step.lower(state, batch, *teacher_args).compile()
   step_flops = flops.train_step_flops(config)
   progress = metrics.Progress(
       first_step=first_step, total_steps=config.total_steps, global_batch_size=config.batch_size,
@@ -220,7 +229,7 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
     in_flight = None
     while step < config.total_steps:
       tracer.before_step(step + 1)
-      state, step_metrics = compiled(state, batch)
+      state, step_metrics = compiled(state, batch, *teacher_args)
       first_bad = track_finite(first_bad, step_metrics, step + 1)
       # At most two steps in flight: XLA's CPU backend deadlocks collectives when the host queues
       # more than 32 computations per device, and nothing is gained by running further ahead.
@@ -238,6 +247,8 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
         metrics.log_line(step, config.total_steps, step_metrics)
       if step % config.eval_every == 0 or is_last:
         eval_metrics = evaluator(state.params)
+        if state.ema_params is not None:
+          eval_metrics.update({f"ema_{k}": v for k, v in evaluator(state.ema_params).items()})
         writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
         logging.info("step %d eval: %s", step, eval_metrics)
       preempted = preemption_watch.reached(step)

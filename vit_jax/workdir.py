@@ -267,8 +267,10 @@ def read_results(workdir: str | epath.Path) -> dict[str, Any] | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_params(workdir: str | epath.Path) -> tuple[ml_collections.ConfigDict, Any]:
-  """The run's config and the params of its latest checkpoint, as host numpy arrays."""
+def load_params(workdir: str | epath.Path,
+                use_ema: bool = False) -> tuple[ml_collections.ConfigDict, Any]:
+  """The run's config and the params (or with `use_ema` their moving average) of its latest
+  checkpoint, as host numpy arrays."""
   config = read_config(workdir)
   manager = checkpoint_manager(workdir, keep=config.keep_checkpoints)
   if manager.latest_step() is None:
@@ -283,4 +285,9 @@ def load_params(workdir: str | epath.Path) -> tuple[ml_collections.ConfigDict, A
 
   _, restored = _newest_that_restores(manager, restore)
   manager.close()
-  return config, jax.device_get(restored["params"])
+  key = "ema_params" if use_ema else "params"
+  if not restored.get(key):
+    raise ValueError(f"The checkpoint of step {step} in {workdir} has no EMA params: the run was "
+                     "trained with config.ema.decay=0. Load its raw params instead (no --use_ema / "
+                     "init_use_ema).")
+  return config, jax.device_get(restored[key])

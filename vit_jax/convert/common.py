@@ -125,7 +125,7 @@ def block_indices(names: list[str], pattern: str, source: str) -> list[int]:
 
 def grid_tokens(state: dict[str, np.ndarray]) -> int:
   """Patch tokens of a timm state dict's position embedding, which exports need to be a square grid."""
-  tokens = state["pos_embed"].shape[1] - ("cls_token" in state)
+  tokens = state["pos_embed"].shape[1] - ("cls_token" in state) - ("dist_token" in state)
   if math.isqrt(tokens)**2 != tokens:
     raise ValueError(f"Exports need a square patch grid; the position embedding has {tokens} patch tokens.")
   return tokens

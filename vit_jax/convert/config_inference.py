@@ -27,7 +27,8 @@ def infer(params: dict, base: dict | None, fields: dict, model_name: str) -> ml_
       **_pooling(config, params),
       pooled_norm="fc_norm" in params, posemb="learn" if "posembed_input" in top else "sincos2d",
       representation_size=int(params["pre_logits"]["kernel"].shape[-1]) if "pre_logits" in params else None,
-      num_classes=int(params["head"]["kernel"].shape[-1]) if "head" in params else 0, resnet=None)
+      num_classes=int(params["head"]["kernel"].shape[-1]) if "head" in params else 0, resnet=None,
+      distilled="dist" in params)
   transformer["num_layers"] = len(blocks)
   if blocks:
     transformer["num_heads"] = int(blocks[0]["MultiHeadDotProductAttention_1"]["query"]["kernel"].shape[1])
@@ -74,7 +75,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> None:
 def check_fits(config: ml_collections.ConfigDict, params: dict, source: str) -> None:
   """Builds the model abstractly and requires the converted params to have exactly its shapes."""
   posemb = params["Transformer"].get("posembed_input", {}).get("pos_embedding")
-  tokens = (posemb.shape[1] - ("cls" in params)) if posemb is not None else 1
+  tokens = (posemb.shape[1] - ("cls" in params) - ("dist" in params)) if posemb is not None else 1
   grid = math.isqrt(tokens)
   grid_hw = (grid, grid) if grid * grid == tokens else (1, tokens)
   stride = 4 * 2**max(len(config.resnet.num_layers) - 1, 0) if config.resnet is not None else 1

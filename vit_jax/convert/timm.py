@@ -121,6 +121,9 @@ def flat_from_timm(tensors: common.Tensors, num_heads: int, *,
   cls = tensors.take_optional("cls_token")
   if cls is not None:
     flat["cls"] = cls
+  dist = tensors.take_optional("dist_token")  # DeiT's distilled models (timm VisionTransformerDistilled)
+  if dist is not None:
+    flat["dist"] = dist
   posemb = tensors.take_optional("pos_embed")
   if posemb is not None:
     flat[common.POSEMB] = common.with_class_row(posemb, cls is not None, num_patches, tensors.source)
@@ -150,7 +153,7 @@ def flat_from_timm(tensors: common.Tensors, num_heads: int, *,
     attention("attn_pool.", {"q": ("query",), "kv": ("key", "value")},
               "MAPHead_0/MultiHeadDotProductAttention_0")
   for timm_name, name in (("norm", "Transformer/encoder_norm"), ("fc_norm", "fc_norm"),
-                          ("pre_logits", "pre_logits"), ("head", "head")):
+                          ("pre_logits", "pre_logits"), ("head", "head"), ("head_dist", "head_dist")):
     if timm_name + ".weight" in tensors:
       _take_linear_or_norm(tensors, timm_name, name, flat)
   if "Transformer/encoder_norm/scale" not in flat and "fc_norm/scale" not in flat:
@@ -179,6 +182,8 @@ def timm_from_flat(flat: dict[str, np.ndarray], config: ml_collections.ConfigDic
   state["patch_embed.proj.bias"] = flat.pop("embedding/bias")
   if "cls" in flat:
     state["cls_token"] = flat.pop("cls")
+  if "dist" in flat:
+    state["dist_token"] = flat.pop("dist")
   if common.POSEMB not in flat:
     raise ValueError("A model with posemb='sincos2d' stores no position embedding and its config has no "
                      "image size to compute one for; export it as vit_jax or big_vision.")
@@ -215,7 +220,7 @@ def timm_from_flat(flat: dict[str, np.ndarray], config: ml_collections.ConfigDic
   for name, timm_name in (("Transformer/encoder_norm", "norm"), ("fc_norm", "fc_norm")):
     if name + "/scale" in flat:
       norm(name, timm_name)
-  for name in ("pre_logits", "head"):
+  for name in ("pre_logits", "head", "head_dist"):
     if name + "/kernel" in flat:
       linear(name, name)
   if flat:

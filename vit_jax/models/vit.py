@@ -263,9 +263,12 @@ class VisionTransformer(nn.Module):
   pooled_norm: bool = False
   pixel_mean: Sequence[float] = (0.5, 0.5, 0.5)
   pixel_std: Sequence[float] = (0.5, 0.5, 0.5)
+  distilled: bool = False  # DeiT: a distillation token beside the class token, with its own head
 
   @nn.compact
-  def __call__(self, images, *, train: bool = False):
+  def __call__(self, images, *, train: bool = False, distillation_heads: bool = False):
+    """Logits [B, num_classes] (features with num_classes=0). A distilled model returns the mean of
+    its two heads, or with `distillation_heads=True` both: (class-token logits, distillation logits)."""
     x = self._normalize_pixels(images)
     if self.resnet is not None:
       x = resnet.stem(x, num_layers=self.resnet["num_layers"], width_factor=self.resnet["width_factor"],
@@ -287,6 +290,9 @@ class VisionTransformer(nn.Module):
     if self._has_class_token:
       cls = self.param("cls", nn.initializers.zeros, (1, 1, c), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), [n, 1, 1]), x], axis=1)
+    if self.distilled:
+      dist = self.param("dist", nn.initializers.zeros, (1, 1, c), jnp.float32)
+      x = jnp.concatenate([x[:, :1], jnp.tile(dist.astype(x.dtype), [n, 1, 1]), x[:, 1:]], axis=1)
 
     x = Encoder(
         **self.transformer, stochastic_depth=self.stochastic_depth, dtype=self.dtype,
@@ -295,6 +301,8 @@ class VisionTransformer(nn.Module):
         remat_policy=self.remat_policy, scan=self.scan,
         final_norm=not self.pooled_norm, name="Transformer")(x, train=train)
 
+    if self.distilled:
+      return self._distillation_heads(x, distillation_heads)
     x = self._pool(x)
     if self.representation_size is not None:
       x = nn.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
@@ -302,6 +310,20 @@ class VisionTransformer(nn.Module):
       x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                    bias_init=nn.initializers.constant(self.head_bias_init), name="head")(x)
     return x.astype(jnp.float32)
+
+  def _distillation_heads(self, x, both: bool):
+    """DeiT (Touvron et al. 2021): the class token feeds `head`, the distillation token `head_dist`;
+    inference averages the two heads' logits (features: the two tokens)."""
+    if self.classifier != "token" or self.representation_size is not None or self.pooled_norm:
+      raise ValueError("distilled=True needs classifier='token', no representation_size and no "
+                       f"pooled_norm (DeiT's layout); got classifier={self.classifier!r}, "
+                       f"representation_size={self.representation_size}, pooled_norm={self.pooled_norm}.")
+    if not self.num_classes:
+      return ((x[:, 0] + x[:, 1]) / 2).astype(jnp.float32)
+    dense = lambda name: nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                                  name=name)
+    logits = (dense("head")(x[:, 0]).astype(jnp.float32), dense("head_dist")(x[:, 1]).astype(jnp.float32))
+    return logits if both else (logits[0] + logits[1]) / 2
 
   @property
   def _has_class_token(self) -> bool:

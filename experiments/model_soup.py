@@ -1,0 +1,144 @@
+"""Model soups (Wortsman et al. 2022) in miniature: fine-tunes of one pretrained ViT, averaged.
+
+Fine-tunes N copies of one pretrained model (`--init_checkpoint`, one of our workdirs or an .npz) over a
+grid of learning rates x seeds x training augmentations with `configs/CONFIG.py:ARG` (default: the
+MNIST-5k SGD fine-tuning recipe), each on `--train_split` in its own workdir; or takes finished
+workdirs (`--workdirs`). Then it scores every ingredient on the held-out split (`--held_out_split`, cut
+from the training set, never trained on) and on the config's test split, and builds
+  uniform_soup     the average of all ingredients;
+  greedy_soup      ingredients by held-out accuracy, best first, each kept only if the held-out
+                   accuracy of the soup does not drop (vit_jax/soup.py);
+  best_ingredient  the ingredient with the best held-out accuracy.
+Writes model_soup.csv: name, kind (ingredient | best_ingredient | uniform_soup | greedy_soup), accuracy
+(test), held_out_accuracy. Finished runs are not trained again; --print_only prints the launch command
+of each unfinished one instead of training.
+
+The study, 6 fine-tunes (lr 0.03 / 0.1 x seeds 0 / 1 / 2) of the Fashion-MNIST-pretrained vit_small of
+experiments/transfer_study.py:
+  python experiments/model_soup.py --init_checkpoint=runs/transfer_study/pretrain-vit_small \
+      --workdir_root=runs/model_soup --output_dir=experiments/results
+"""
+
+import argparse
+import csv
+import pathlib
+import sys
+from typing import Any
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
+
+from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+COLUMNS = ("name", "kind", "accuracy", "held_out_accuracy")
+
+
+def study_runs(config: str, arg: str, init_checkpoint: str, learning_rates: list[float],
+               seeds: list[int], augments: list[str], train_split: str, workdir_root: str,
+               overrides: tuple = ()) -> list[runs.Run]:
+  """One fine-tuning run per (learning rate, seed, augmentation)."""
+  return [runs.Run(config, arg, f"{workdir_root}/lr{lr:g}-seed{seed}-{augment}",
+                   (("init_checkpoint", init_checkpoint), ("optimizer.learning_rate", lr),
+                    ("seed", seed), ("dataset.train_augment", augment),
+                    ("dataset.train_split", train_split)) + tuple(overrides))
+          for lr in learning_rates for seed in seeds for augment in augments]
+
+
+def make_scorer(config: Any, split: str):
+  """f(params) -> accuracy of `config`'s model on `split` of its data set (the eval transform)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = config.copy_and_resolve_references()
+  config.dataset.eval_split = split
+  mesh = sharding.create_mesh(config.mesh)
+  model = train.create_model(config)
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jax.numpy.zeros((1,) + (config.dataset.image_size,) * 2 + (3,)))["params"])
+  params_sharding = sharding.tree_shardings(shapes, mesh, config.sharding)
+  evaluator = train.make_evaluator(config, model, mesh, params_sharding)
+  return lambda params: evaluator(jax.device_put(params, params_sharding))["accuracy"]
+
+
+def build_soups(config: Any, ingredients: dict[str, Any], held_out_split: str) -> list[dict]:
+  """Rows of model_soup.csv for `ingredients` (name -> params) of one model and data set."""
+  from vit_jax import soup  # pylint: disable=g-import-not-at-top
+
+  held_out, test = make_scorer(config, held_out_split), make_scorer(config, config.dataset.eval_split)
+  names, params = list(ingredients), list(ingredients.values())
+  held_out_accuracies = [held_out(p) for p in params]
+  rows = [dict(name=n, kind="ingredient", accuracy=test(p), held_out_accuracy=h)
+          for n, p, h in zip(names, params, held_out_accuracies)]
+  best = max(range(len(rows)), key=lambda i: held_out_accuracies[i])
+  rows.append(dict(rows[best], kind="best_ingredient"))
+  uniform = soup.uniform_soup(params)
+  rows.append(dict(name=f"uniform_soup of {len(params)}", kind="uniform_soup", accuracy=test(uniform),
+                   held_out_accuracy=held_out(uniform)))
+  greedy, kept, greedy_held_out = soup.greedy_soup(params, held_out_accuracies, held_out)
+  rows.append(dict(name="greedy_soup of " + " + ".join(names[i] for i in kept), kind="greedy_soup",
+                   accuracy=test(greedy), held_out_accuracy=greedy_held_out))
+  return rows
+
+
+def write_csv(rows: list[dict], path: pathlib.Path) -> None:
+  with path.open("w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows({**row, "accuracy": f"{row['accuracy']:.4f}",
+                      "held_out_accuracy": f"{row['held_out_accuracy']:.4f}"} for row in rows)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--config", default="mnist5k", help="Fine-tuning config under configs/.")
+  parser.add_argument("--arg", default="vit_small,finetune", help="Its config arg.")
+  parser.add_argument("--init_checkpoint", default="", help="The pretrained model every ingredient "
+                      "starts from (a workdir or .npz).")
+  parser.add_argument("--workdirs", nargs="*", default=[],
+                      help="Finished fine-tuning workdirs to soup, instead of training a grid.")
+  parser.add_argument("--learning_rates", type=float, nargs="+", default=[0.03, 0.1])
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--augments", nargs="+", default=["none"],
+                      help="config.dataset.train_augment values (none | finetune | pretrain).")
+  parser.add_argument("--train_split", default="train[:3500]")
+  parser.add_argument("--held_out_split", default="train[3500:]",
+                      help="Scores the ingredients and the greedy soup's choices; keep it out of "
+                      "--train_split.")
+  parser.add_argument("--workdir_root", default="runs/model_soup")
+  parser.add_argument("--output_dir", default="experiments/results")
+  parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="Config overrides for every fine-tuning run.")
+  parser.add_argument("--print_only", action="store_true",
+                      help="Print the launch command of each unfinished run instead of training.")
+  args = parser.parse_args(argv)
+  if bool(args.workdirs) == bool(args.init_checkpoint):
+    parser.error("pass either --init_checkpoint (to fine-tune a grid) or --workdirs (finished runs)")
+
+  from vit_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  runs.log_progress()
+  if args.workdirs:
+    workdirs = args.workdirs
+    config = workdir_lib.read_config(workdirs[0])
+  else:
+    study = study_runs(args.config, args.arg, args.init_checkpoint, args.learning_rates, args.seeds,
+                       args.augments, args.train_split, args.workdir_root,
+                       runs.parse_overrides(args.override))
+    runs.execute(study, print_only=args.print_only)
+    if any(run.results() is None for run in study):
+      return []
+    workdirs, config = [run.workdir for run in study], study[0].config()
+  ingredients = {pathlib.Path(w).name: workdir_lib.load_params(w)[1] for w in workdirs}
+  rows = build_soups(config, ingredients, args.held_out_split)
+  output = pathlib.Path(args.output_dir)
+  output.mkdir(parents=True, exist_ok=True)
+  write_csv(rows, output / "model_soup.csv")
+  for row in rows:
+    print(f"{row['kind']:16s} {100 * row['accuracy']:6.2f}%  (held out {100 * row['held_out_accuracy']:6.2f}%)"
+          f"  {row['name']}", file=sys.stderr)
+  return rows
+
+
+if __name__ == "__main__":
+  main()
