@@ -283,7 +283,7 @@ def load_params(workdir: str | epath.Path,
                             dict(manager.item_metadata(step)))
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-  _, restored = _newest_that_restores(manager, restore)
+  step, restored = _newest_that_restores(manager, restore)
   manager.close()
   key = "ema_params" if use_ema else "params"
   if not restored.get(key):
