@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       help="Finished fine-tuning workdirs to soup, instead of training a grid.")
   parser.add_argument("--learning_rates", type=float, nargs="+", default=[0.03, 0.1])
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--augments", nargs="+", default=["none"],
-                      help="config.dataset.train_augment values (none | finetune | pretrain).")
+  parser.add_argument("--augments", nargs="+", default=["central_crop"],
+                      help="config.dataset.train_augment values (preprocess.TRAIN_AUGMENTS).")
   parser.add_argument("--train_split", default="train[:3500]")
   parser.add_argument("--held_out_split", default="train[3500:]",
                       help="Scores the ingredients and the greedy soup's choices; keep it out of "

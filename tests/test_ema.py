@@ -87,7 +87,7 @@ def test_run_evaluates_saves_and_serves_the_ema(tmp_path):
   _, params, _ = predict.load_workdir(tmp_path, use_ema=True)
   jax.tree.map(np.testing.assert_array_equal, params, averaged)
 
-  finetune = tiny_config(init_checkpoint=str(tmp_path), init_use_ema=True)
+  finetune = tiny_config(init_checkpoint=str(tmp_path), init_use_ema=True, init_keep_head=True)
   started = train.load_init_params(finetune, averaged)
   jax.tree.map(np.testing.assert_array_equal, started, averaged)
 

@@ -97,7 +97,7 @@ def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
 def test_augmented_runs_resume_exactly(start_step):
   sharding = NamedSharding(Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model")), P("data"))
   config = common.get_config().dataset
-  config.update(dict(source="digits", image_size=8, train_augment="pretrain", train_split="train[:40]",
+  config.update(dict(source="digits", image_size=8, train_augment="inception_crop", train_split="train[:40]",
                      randaugment_layers=2, randaugment_magnitude=15., mixup_alpha=0.2, cutmix_alpha=1.0))
   run = lambda steps, start: [jax.tree.map(np.asarray, b) for b in itertools.islice(
       input_pipeline.train_batches(config, global_batch_size=16, seed=0, start_step=start,

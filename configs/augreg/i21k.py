@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset.update(
       source="tfds", name="imagenet21k", train_split="full[51200:]", eval_split="full[:25600]",
-      num_classes=21843, image_size=224, train_augment="pretrain", shuffle_buffer=250_000,
+      num_classes=21843, image_size=224, train_augment="inception_crop", shuffle_buffer=250_000,
       mixup_alpha=MIXUP_ALPHA[level])
   if RANDAUG_MAGNITUDE[level] is not None:
     config.dataset.update(randaugment_layers=2, randaugment_magnitude=float(RANDAUG_MAGNITUDE[level]))

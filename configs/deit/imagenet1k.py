@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.dataset.update(
       source="tfds", name="imagenet2012", train_split="train", eval_split="validation", num_classes=1000,
-      image_size=224, train_augment="pretrain", randaugment_layers=2, randaugment_magnitude=9.0,
+      image_size=224, train_augment="inception_crop", randaugment_layers=2, randaugment_magnitude=9.0,
       mixup_alpha=0.8, cutmix_alpha=1.0, shuffle_buffer=250_000)
   steps_per_epoch = IMAGENET_TRAIN_IMAGES // BATCH_SIZE
   config.batch_size = BATCH_SIZE
