@@ -78,12 +78,12 @@ def _train(workdir: pathlib.Path, steps: int, device_count: int | None) -> subpr
   if device_count:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
   return subprocess.Popen(
-      [sys.executable, "-m", "vit_jax.main", f"--workdir={workdir}", f"--config.total_steps={steps}",
-       *TINY], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+      [sys.executable, "-m", "vit_jax.main", f"--workdir={workdir}", *TINY,
+       f"--config.total_steps={steps}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(process: subprocess.Popen) -> str:
-  _, stderr = process.communicate(timeout=300)
+  _, stderr = process.communicate(timeout=900)
   assert process.returncode == 0, stderr[-3000:]
   return stderr
 
