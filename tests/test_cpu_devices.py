@@ -21,7 +21,8 @@ ROOT = pathlib.Path(__file__).parent.parent
 TINY = ["--config=configs/digits.py", "--config.model.hidden_size=32",
         "--config.model.transformer.num_layers=1", "--config.model.transformer.mlp_dim=64",
         "--config.model.transformer.num_heads=2", "--config.batch_size=32",
-        "--config.eval_every=100000", "--config.log_every=1", "--config.optimizer.warmup_steps=2"]
+        "--config.eval_every=100000", "--config.log_every=1", "--config.optimizer.warmup_steps=1",
+        "--config.optimizer.schedule=constant"]  # the same steps whatever total_steps is
 
 
 @pytest.mark.parametrize("sizes, cores, expected", [
