@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   config.sharding = "data"     # data (replicated params) | fsdp (params and optimizer state sharded)
 
+  # CPU only: split batches over one XLA host device per core (vit_jax/cpu_devices.py). Off: the digits
+  # command ran 1.7x slower with it (benchmarks/RESULTS.md), though the bare train step ran faster.
+  config.host_device_per_core = False
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model
   config.log_every = 50

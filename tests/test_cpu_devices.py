@@ -22,7 +22,7 @@ TINY = ["--config=configs/digits.py", "--config.model.hidden_size=32",
         "--config.model.transformer.num_layers=1", "--config.model.transformer.mlp_dim=64",
         "--config.model.transformer.num_heads=2", "--config.batch_size=32",
         "--config.eval_every=100000", "--config.log_every=1", "--config.optimizer.warmup_steps=1",
-        "--config.optimizer.schedule=constant"]  # the same steps whatever total_steps is
+        "--config.optimizer.schedule=constant", "--config.host_device_per_core=True"]  # the same steps whatever total_steps is
 
 
 @pytest.mark.parametrize("sizes, cores, expected", [
@@ -33,6 +33,8 @@ def test_device_count_divides_every_batch(sizes, cores, expected):
 
 def test_config_batch_sizes():
   config = digits.get_config()
+  assert cpu_devices.config_batch_sizes(config) is None  # off by default
+  config.host_device_per_core = True
   assert cpu_devices.config_batch_sizes(config) == [128, 300]
   config.optimizer.accum_steps = 4
   config.fewshot = dict(shots=[5], batch_size=250)

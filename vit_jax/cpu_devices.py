@@ -1,12 +1,14 @@
-"""One XLA host device per CPU core, with the batch split over them: how small models train fast on CPU.
+"""One XLA host device per CPU core, with the batch split over them (opt-in, for small models on CPU).
 
 XLA:CPU runs one device's step as hundreds of small ops, handed one by one to a thread pool; for a small
 ViT most of the step is that hand-off, not arithmetic (benchmarks/RESULTS.md: the digits model's ops
 sum to a quarter of its step). Splitting the batch over one host device per core (the data axis of the
-mesh) runs the cores side by side instead, which made the digits train step 2.5x faster on 2 cores.
+mesh) runs the cores side by side instead: the bare digits train step ran 1.4x faster on 2 cores.
 
-`use_host_devices_for(config)` must run before JAX initialises its backends (before the first array or
-`jax.devices()`); entry points that train call it first thing. It changes nothing when the user set the
+Opt-in (`config.host_device_per_core=True`): the whole digits command, input pipeline and evaluations
+included, ran 1.7x slower with it (benchmarks/RESULTS.md). `use_host_devices_for(config)` must run
+before JAX initialises its backends (before the first array or `jax.devices()`); entry points that
+train call it first thing. It changes nothing when the config leaves it off, when the user set the
 device count (`--xla_force_host_platform_device_count` in XLA_FLAGS, or JAX_NUM_CPU_DEVICES), when JAX may
 pick an accelerator (JAX_PLATFORMS names another platform first, or a GPU/TPU plugin is installed),
 when the config fixes its own mesh, or when no count above 1 divides its batch sizes. Only float
@@ -48,8 +50,8 @@ def host_device_count(batch_sizes: Sequence[int], cores: int) -> int:
 
 def config_batch_sizes(config: ml_collections.ConfigDict) -> list[int] | None:
   """The per-step batches that `config` splits over the mesh's data axis: the micro-batch, evaluation and
-  few-shot batches. None when the config fixes its mesh (the user chose the layout)."""
-  if config.mesh.data != -1 or config.mesh.model != 1:
+  few-shot batches. None unless `config.host_device_per_core` is on, or when the config fixes its mesh."""
+  if not config.get("host_device_per_core") or config.mesh.data != -1 or config.mesh.model != 1:
     return None
   fewshot = config.get("fewshot") or {}
   sizes = [config.batch_size // max(config.optimizer.accum_steps, 1), config.eval_batch_size]
