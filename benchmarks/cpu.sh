@@ -15,7 +15,7 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 REPEATS=${REPEATS:-9}
 EXTRA=${EXTRA:-}
 COMMON="--res=224 --batch=8 --repeats=$REPEATS --warmup=2"
-# The studies' small models (train step, batch 128, 10 classes, AdamW), on vit_jax's default CPU devices.
+# The studies' small models (train step, batch 128, 10 classes, AdamW); --host_devices=0: one per core.
 SMALL="--mode=train --batch=128 --num_classes=10 --iters=5"
 DIR=${OUT:-/tmp/vit_jax_cpu_bench}
 ROWS=${ROWS:-"infer_s16_timm train_s16_timm infer_b16 compile_h14_scan compile_h14_unrolled

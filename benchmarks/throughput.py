@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "vs 4.68); 'default' leaves it unset (threads spin a while first).")
   parser.add_argument("--host_devices", type=int, default=1,
                       help="CPU only: XLA host devices with the batch split over them (a data mesh); "
-                           "0: vit_jax's default (one per core, dividing the batch; vit_jax/cpu_devices.py)")
+                           "0: one per core, dividing the batch (vit_jax/cpu_devices.py)")
   parser.add_argument("--json", action="store_true",
                       help="print one JSON object on stdout (the summary line goes to stderr)")
   return parser.parse_args(argv)
