@@ -8,7 +8,7 @@ default a temporary folder of JPEGs of ImageNet's typical size (about 500x375, c
 that ship inside scikit-learn and scikit-image), so it runs offline. `--source=fractal` or
 `--source=contours` times the synthetic sources instead (vit_jax/synthetic: rendering replaces
 reading and decoding; 1,000 categories, unlimited instances):
-  python -m benchmarks.input_pipeline --source=fractal --res=32 --batch=256 --augment=none `--cores` pins the process to
+  python -m benchmarks.input_pipeline --source=fractal --res=32 --batch=256 --augment=central_crop `--cores` pins the process to
 that many cores (before TensorFlow starts, so tf.data sizes its thread pool to them); images/s per
 core is the total divided by the cores. Compare it with `benchmarks/throughput.py --mode=train` per
 accelerator to see how many cores each accelerator needs.

@@ -31,21 +31,32 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
 
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import digits  # pylint: disable=g-import-not-at-top,wrong-import-position
+from configs import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax import cpu_devices  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _JAX_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# The small models that the studies train on CPU, besides the names of configs/models.py.
+STUDY_MODELS = {
+    "digits": lambda: digits.get_config().model,
+    "fmnist_vit_tiny": lambda: fashion_mnist.model_config("vit_tiny"),
+    "fmnist_vit_small": lambda: fashion_mnist.model_config("vit_small"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--model", default="ViT-S_16", help="a name of configs/models.py")
+  parser.add_argument("--model", default="ViT-S_16",
+                      help=f"a name of configs/models.py or a study model: {', '.join(STUDY_MODELS)}")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--res", type=int, default=224)
   parser.add_argument("--dtype", choices=sorted(_JAX_DTYPES), default="float32",
@@ -81,13 +92,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "threads sleep at once) gave timm its best figures on the 2-core CPU of "
                            "benchmarks/RESULTS.md (ViT-S/16 forward 16.7 vs 14.0 img/s, train 5.07 "
                            "vs 4.68); 'default' leaves it unset (threads spin a while first).")
+  parser.add_argument("--host_devices", type=int, default=1,
+                      help="CPU only: XLA host devices with the batch split over them (a data mesh); "
+                           "0: one per core, dividing the batch (vit_jax/cpu_devices.py)")
   parser.add_argument("--json", action="store_true",
                       help="print one JSON object on stdout (the summary line goes to stderr)")
   return parser.parse_args(argv)
 
 
 def model_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
-  config = model_configs.get_model_config(args.model)
+  config = STUDY_MODELS[args.model]() if args.model in STUDY_MODELS else model_configs.get_model_config(
+      args.model)
   config.update(dtype=args.dtype, scan=args.scan, remat=args.remat,
                 fused_attention=args.fused_attention, num_classes=args.num_classes)
   for item in args.override:
@@ -150,23 +165,37 @@ def _compiled_memory(compiled: Any) -> int | None:
              - m.alias_size_in_bytes)
 
 
+def mesh_shardings(args: argparse.Namespace) -> tuple[NamedSharding, NamedSharding]:
+  """(replicated, batch-split) shardings over the `--host_devices` CPU devices (one device elsewhere)."""
+  count = 1
+  if jax.default_backend() == "cpu":
+    count = args.host_devices or cpu_devices.host_device_count([args.batch], jax.device_count())
+  mesh = Mesh(np.asarray(jax.devices()[:count]), ("data",))
+  return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
 def _jitted_step(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], Any, dict]:
   """The jitted step of `--mode`, its state's init function, and abstract (state, batch) inputs."""
   config = train_config(model_config(args), args)
   model = steps.create_model(config)
-  images = jax.ShapeDtypeStruct((args.batch, args.res, args.res, 3), jnp.float32)
+  replicated, split = mesh_shardings(args)
+  images = jax.ShapeDtypeStruct((args.batch, args.res, args.res, 3), jnp.float32, sharding=split)
   if args.mode == "train":
     tx = steps.create_optimizer(config, model)
     init = lambda: steps.init_train_state(config, model, tx, jax.random.key(0))
-    step = jax.jit(steps.make_train_step(model, tx, config),
+    step = jax.jit(steps.make_train_step(model, tx, config), out_shardings=replicated,
                    donate_argnums=(0,) if args.donate else ())
     batch = {"image": images,
-             "label": jax.ShapeDtypeStruct((args.batch, config.dataset.num_classes), jnp.float32)}
+             "label": jax.ShapeDtypeStruct((args.batch, config.dataset.num_classes), jnp.float32,
+                                           sharding=split)}
   else:
     init = lambda: steps.init_train_state(config, model, optax.identity(), jax.random.key(0)).params
-    step = jax.jit(lambda params, batch: model.apply({"params": params}, batch["image"], train=False))
+    step = jax.jit(lambda params, batch: model.apply({"params": params}, batch["image"], train=False),
+                   out_shardings=replicated)
     batch = {"image": images}
-  return step, init, jax.eval_shape(init), batch
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          jax.eval_shape(init))
+  return step, jax.jit(init, out_shardings=replicated), abstract, batch
 
 
 def jax_benchmark(args: argparse.Namespace) -> tuple[Callable[[], Any] | None, dict]:
@@ -183,21 +212,23 @@ def jax_benchmark(args: argparse.Namespace) -> tuple[Callable[[], Any] | None, d
            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(
                abstract_state.params if args.mode == "train" else abstract_state)))}
   facts["compiled_flops_per_step"] = facts["flops_per_step"]
-  if args.scan or args.remat:
+  if args.scan or args.remat or batch["image"].sharding.num_devices > 1:
     # MFU counts the model's FLOPs: XLA's cost analysis counts a scanned body once (not once per
-    # layer) and counts remat's recomputation, so count the plain unrolled step (lowered, not compiled).
+    # layer), counts remat's recomputation, and counts one device's share of a split batch, so count
+    # the plain unrolled step (lowered, not compiled: before the batch is split).
     plain = argparse.Namespace(**{**vars(args), "scan": False, "remat": False})
     plain_step, _, plain_state, _ = _jitted_step(plain)
     facts["flops_per_step"] = metrics.compiled_flops(plain_step.lower(plain_state, batch))
   if args.compile_only:
     return None, facts
 
-  state = jax.jit(init)()
+  state = init()
   rng = np.random.default_rng(0)
-  data = {"image": jnp.asarray(rng.uniform(-1, 1, batch["image"].shape).astype(np.float32))}
+  data = {"image": rng.uniform(-1, 1, batch["image"].shape).astype(np.float32)}
   if args.mode == "train":
     num_classes = batch["label"].shape[-1]
-    data["label"] = jax.nn.one_hot(rng.integers(0, num_classes, args.batch), num_classes)
+    data["label"] = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, args.batch)]
+  data = jax.device_put(data, batch["image"].sharding)
   holder = [state]
 
   def run() -> None:
@@ -297,6 +328,7 @@ def benchmark(args: argparse.Namespace) -> dict:
       "compiler_options": options,
       "device": device.device_kind, "backend": jax.default_backend(), "jax_version": jax.__version__,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "host_devices": len(mesh_shardings(args)[0].mesh.devices.flat),
   }
   run, facts = jax_benchmark(args)
   result.update(facts)
@@ -378,8 +410,17 @@ def summary(r: dict) -> str:
   return line
 
 
+def set_host_devices(args: argparse.Namespace) -> None:
+  """Before JAX initialises: `--host_devices` CPU devices (0: vit_jax's default for the batch)."""
+  if args.host_devices == 0:
+    cpu_devices.use_host_devices([args.batch])
+  elif args.host_devices > 1 and not cpu_devices.accelerator_possible():
+    jax.config.update("jax_num_cpu_devices", args.host_devices)
+
+
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
+  set_host_devices(args)
   result = benchmark(args)
   report.report(result, summary(result), as_json=args.json)
 

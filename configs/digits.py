@@ -2,7 +2,7 @@
 
 No download, CPU-sized. Run:
   python -m vit_jax.main --config=configs/digits.py --workdir=runs/digits
-Reaches >= 96% test accuracy on the 300 held-out digits (see README for the measured figure and time).
+Reaches >= 97% test accuracy on the 300 held-out digits (see README for the measured figure and time).
 """
 
 import ml_collections
@@ -27,10 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.batch_size = 128
   config.eval_batch_size = 300
-  config.total_steps = 2_000
-  config.optimizer.update(learning_rate=1e-3, warmup_steps=100, weight_decay=0.05)
+  config.total_steps = 600
+  config.optimizer.update(learning_rate=2e-3, warmup_steps=50, weight_decay=0.05)
   config.loss.label_smoothing = 0.1
   config.log_every = 100
-  config.eval_every = 500
-  config.checkpoint_every = 500
+  config.eval_every = 300
+  config.checkpoint_every = 300
   return config

@@ -17,6 +17,7 @@ from absl import logging
 import ml_collections
 
 from configs import common
+from vit_jax import cpu_devices
 from vit_jax import workdir as workdir_lib
 
 
@@ -60,6 +61,8 @@ def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, Any], ...]:
 
 def execute(runs: Iterable[Run], *, print_only: bool) -> None:
   """Trains (or prints the command of) every run that has no results yet."""
+  runs = list(runs)
+  cpu_devices.use_host_devices_for(*(run.config() for run in runs))
   from vit_jax import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
 
   for run in runs:

@@ -106,10 +106,19 @@ def test_input_pipeline_reports_images_per_second_per_core():
       result["images_per_second"] / result["cores"])
 
 
-
 def test_input_pipeline_times_the_synthetic_sources():
   args = input_pipeline_benchmark.parse_args(
       ["--source=contours", "--num_categories=10", "--batch=16", "--res=16", "--batches=2",
-       "--repeats=1", "--warmup=1", "--augment=none"])
+       "--repeats=1", "--warmup=1", "--augment=central_crop"])
   result = input_pipeline_benchmark.benchmark(args)
   assert result["source"] == "contours, rendered" and result["images_per_second"] > 0
+
+
+def test_study_model_on_host_devices_counts_the_flops_of_all_devices():
+  small = ["--model=digits", "--res=16", "--batch=8", "--num_classes=10", "--mode=train",
+           "--repeats=1", "--warmup=0", "--pause=0", "--peak_size=256", "--compile_only"]
+  one, two = (throughput.benchmark(throughput.parse_args([*small, f"--host_devices={n}"]))
+              for n in (1, 2))
+  assert (one["host_devices"], two["host_devices"]) == (1, 2)
+  assert one["num_params"] == two["num_params"] == 138_826
+  assert two["flops_per_step"] == pytest.approx(one["flops_per_step"], rel=0.05)

@@ -21,6 +21,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from vit_jax import cpu_devices
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go (local or gs://).")
@@ -51,6 +53,7 @@ def main(argv: list[str]) -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.get_absl_handler().addFilter(_only_warnings_from_libraries)
   logging.get_absl_handler().addFilter(_no_disk_full_tracebacks)
+  cpu_devices.use_host_devices_for(_CONFIG.value, num_processes=_NUM_PROCESSES.value)
   from vit_jax import distributed  # pylint: disable=g-import-not-at-top
   from vit_jax import train  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value or _DISTRIBUTED.value:
