@@ -249,9 +249,13 @@ def timm_benchmark(args: argparse.Namespace,
   inference, forward + backward + gradient clipping + AdamW for training."""
   if "torch" not in sys.modules and args.peer_omp_wait_policy != "default":
     os.environ.setdefault("OMP_WAIT_POLICY", args.peer_omp_wait_policy)  # Read once, when torch loads.
-  import timm  # The [bench] extra: never imported by the core package.
-  from timm.models.vision_transformer import VisionTransformer
-  import torch
+  try:  # The [bench] extra: never imported by the core package.
+    import timm  # pylint: disable=unused-import
+    from timm.models.vision_transformer import VisionTransformer
+    import torch
+  except ModuleNotFoundError as e:
+    raise SystemExit(f"--peer=timm needs torch and timm ({e.name} is missing): "
+                     "pip install -e '.[bench]'") from e
 
   if config.resnet is not None or config.classifier not in ("token", "gap"):
     raise ValueError(f"--peer=timm supports plain ViTs with classifier token|gap, not {args.model}.")

@@ -96,13 +96,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       help="Experiment config under configs/ whose arg names the model.")
   parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
   parser.add_argument("--train_sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
-  parser.add_argument("--workdir_root", default="runs/data_scaling")
-  parser.add_argument("--output_dir", default="experiments/results",
-                      help="Where data_scaling.csv and data_scaling.png go.")
-  parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                      help="Config overrides for every run, e.g. total_steps=2000.")
-  parser.add_argument("--print_only", action="store_true",
-                      help="Print the launch command of each unfinished run instead of training.")
+  runs.add_study_flags(parser, "runs/data_scaling")
   args = parser.parse_args(argv)
 
   runs.log_progress()

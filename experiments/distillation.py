@@ -60,12 +60,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--student", default="vit_small", help="vit_tiny or vit_small.")
   parser.add_argument("--train_sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
   parser.add_argument("--distillation_type", default="hard", choices=("hard", "soft"))
-  parser.add_argument("--workdir_root", default="runs/distillation")
-  parser.add_argument("--output_dir", default="experiments/results")
-  parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                      help="Config overrides for every run, e.g. total_steps=2000.")
-  parser.add_argument("--print_only", action="store_true",
-                      help="Print the launch command of each unfinished run instead of training.")
+  runs.add_study_flags(parser, "runs/distillation")
   args = parser.parse_args(argv)
 
   runs.log_progress()

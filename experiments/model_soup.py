@@ -105,12 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--held_out_split", default="train[3500:]",
                       help="Scores the ingredients and the greedy soup's choices; keep it out of "
                       "--train_split.")
-  parser.add_argument("--workdir_root", default="runs/model_soup")
-  parser.add_argument("--output_dir", default="experiments/results")
-  parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
-                      help="Config overrides for every fine-tuning run.")
-  parser.add_argument("--print_only", action="store_true",
-                      help="Print the launch command of each unfinished run instead of training.")
+  runs.add_study_flags(parser, "runs/model_soup")
   args = parser.parse_args(argv)
   if bool(args.workdirs) == bool(args.init_checkpoint):
     parser.error("pass either --init_checkpoint (to fine-tune a grid) or --workdirs (finished runs)")

@@ -290,12 +290,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, models, pretrain_sizes, ta
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--pretrain_steps", type=int, default=PRETRAIN_STEPS)
   parser.add_argument("--finetune_epochs", type=float, default=FINETUNE_EPOCHS)
-  parser.add_argument("--workdir_root", default=workdir_root)
-  parser.add_argument("--output_dir", default="experiments/results")
   parser.add_argument("--pretrain_override", nargs="*", default=[], metavar="KEY=VALUE")
   parser.add_argument("--target_override", nargs="*", default=[], metavar="KEY=VALUE")
-  parser.add_argument("--print_only", action="store_true",
-                      help="Print the launch command of each run that can start now.")
+  runs.add_study_flags(parser, workdir_root, override=False)
 
 
 def study_from_args(args: argparse.Namespace) -> Study:

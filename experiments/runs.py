@@ -6,6 +6,7 @@ process, or prints the command that launches each (`python -m vit_jax.main ...`,
 TPU VM); both build the same config from the same spec.
 """
 
+import argparse
 from collections.abc import Iterable, Sequence
 import dataclasses
 import importlib
@@ -52,6 +53,18 @@ class Run:
 def _flag_value(value: Any) -> str:
   """How ml_collections' config flags parse `value` back (tuples as Python literals)."""
   return repr(tuple(value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def add_study_flags(parser: argparse.ArgumentParser, workdir_root: str, *, override: bool = True) -> None:
+  """The flags every study shares: where runs and results go, overrides for every run, --print_only."""
+  parser.add_argument("--workdir_root", default=workdir_root)
+  parser.add_argument("--output_dir", default="experiments/results",
+                      help="Where the study's CSV, table and plot go.")
+  if override:
+    parser.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Config overrides for every run, e.g. total_steps=2000.")
+  parser.add_argument("--print_only", action="store_true",
+                      help="Print the launch command of each run that can start now instead of training.")
 
 
 def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, Any], ...]:

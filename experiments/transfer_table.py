@@ -119,13 +119,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--configs", nargs="+", required=True, metavar="NAME[:ARG]",
                       help="Configs of configs/transfer/, e.g. cifar10 cifar10:ViT-L_16 vtab:dtd.")
-  parser.add_argument("--workdir_root", default="runs/transfer")
-  parser.add_argument("--output_dir", default="experiments/results",
-                      help="Where transfer_table.md and transfer_table.csv go.")
   parser.add_argument("--sweep", action="store_true",
                       help="Choose each learning rate on held-out training images first.")
-  parser.add_argument("--print_only", action="store_true",
-                      help="Print the launch command of each unfinished run instead of training.")
+  runs.add_study_flags(parser, "runs/transfer", override=False)
   args = parser.parse_args(argv)
 
   runs.log_progress()
