@@ -192,6 +192,6 @@ def test_big_vision_protocol_probes_an_official_npz_on_its_pre_logits():
 
   model = models.create(config, num_classes=0)
   init = model.init(jax.random.key(0), jnp.asarray(images), train=False)["params"]
-  params = checkpoint.load_pretrained(path, init, config)
+  params = checkpoint.load_pretrained(path, init, config, transfer=True)  # features: no head
   features = model.apply({"params": params}, jnp.asarray(images), train=False)
   np.testing.assert_allclose(features, expected, atol=1e-5)  # the authors' pre_logits output

@@ -77,7 +77,7 @@ def load_teacher(config: ml_collections.ConfigDict) -> tuple[Teacher, Any]:
     image_size = config.distillation.teacher_image_size or config.dataset.image_size
     shapes = jax.eval_shape(lambda: model.init(
         jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)), train=False)["params"])
-    params = checkpoint.adapt(checkpoint.params_from_flat(flat), shapes, model_config)
+    params = checkpoint.fit(checkpoint.params_from_flat(flat), shapes, model_config)  # exact: its head too
   if model.num_classes != num_classes:
     raise ValueError(f"Teacher {path} predicts {model.num_classes} classes; the student "
                      f"{num_classes} (config.dataset.num_classes).")

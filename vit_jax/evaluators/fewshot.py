@@ -260,7 +260,8 @@ def evaluate_checkpoint(checkpoint: str, data_config: ml_collections.ConfigDict,
   abstract = jax.eval_shape(lambda: models.create(model_config, num_classes=0).init(
       jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)["params"])
   params = train.load_init_params(
-      ml_collections.ConfigDict(dict(init_checkpoint=checkpoint, model=model_config)), abstract)
+      ml_collections.ConfigDict(dict(init_checkpoint=checkpoint, model=model_config, init_keep_head=False,
+                                     init_use_ema=False)), abstract)
   mesh = sharding.create_mesh(ml_collections.ConfigDict(dict(data=-1, model=1)))
   evaluator = Evaluator(model_config, data_config, mesh, **settings)
   return evaluator(jax.device_put(params, sharding.replicated(mesh)))
