@@ -81,3 +81,23 @@ def test_other_save_errors_are_not_reported_as_a_full_disk(tmp_path, monkeypatch
   workdir_lib.save_state(manager, 1, {"w": jnp.arange(8.)})
   with pytest.raises(OSError, match="Permission denied"):
     workdir_lib.wait_for_saves(manager, 1)
+
+
+def test_a_write_killed_midway_leaves_the_previous_config_and_results(tmp_path, monkeypatch):
+  workdir_lib.write_config(tmp_path, tiny_config(total_steps=3))
+  workdir_lib.write_results(tmp_path, {"accuracy": 0.5})
+  path_type = type(workdir_lib.epath.Path(tmp_path))
+  original = path_type.write_text
+
+  def write_half_then_die(self, text, *args, **kwargs):
+    original(self, text[:len(text) // 2], *args, **kwargs)
+    raise OSError("killed")
+
+  monkeypatch.setattr(path_type, "write_text", write_half_then_die)
+  with pytest.raises(OSError, match="killed"):
+    workdir_lib.write_config(tmp_path, tiny_config(total_steps=7))
+  with pytest.raises(OSError, match="killed"):
+    workdir_lib.write_results(tmp_path, {"accuracy": 0.9})
+  monkeypatch.undo()
+  assert workdir_lib.read_config(tmp_path).total_steps == 3
+  assert workdir_lib.read_results(tmp_path) == {"accuracy": 0.5}

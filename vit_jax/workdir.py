@@ -210,7 +210,7 @@ def record_config_changes(workdir: str | epath.Path, step: int, changes: dict[st
   previous = path.read_text() if path.exists() else ""  # gs:// has no append
   entry = {"step": step, "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
            "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}}
-  path.write_text(previous + json.dumps(entry, sort_keys=True) + "\n")
+  _write_atomically(path, previous + json.dumps(entry, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager
@@ -245,10 +245,20 @@ def lock(workdir: str | epath.Path) -> Iterator[None]:
     os.close(fd)  # releases the lock
 
 
+def _write_atomically(path: epath.Path, text: str) -> None:
+  """Readers (the other processes of the run, a rerun after a kill) see the old file or the new one,
+  never a half-written one."""
+  partial = path.parent / f".{path.name}.{os.getpid()}.partial"
+  partial.write_text(text)
+  partial.replace(path)
+
+
 def write_config(workdir: str | epath.Path, config: ml_collections.ConfigDict) -> None:
+  """Process 0 writes; the others read what it wrote."""
   path = epath.Path(workdir)
   path.mkdir(parents=True, exist_ok=True)
-  (path / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  if jax.process_index() == 0:
+    _write_atomically(path / CONFIG_FILE, config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
@@ -259,7 +269,7 @@ def read_config(workdir: str | epath.Path) -> ml_collections.ConfigDict:
 
 
 def write_results(workdir: str | epath.Path, results: dict[str, Any]) -> None:
-  (epath.Path(workdir) / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True))
+  _write_atomically(epath.Path(workdir) / RESULTS_FILE, json.dumps(results, indent=2, sort_keys=True))
 
 
 def read_results(workdir: str | epath.Path) -> dict[str, Any] | None:
