@@ -10,7 +10,7 @@ configs/fashion_mnist.py's (vit_tiny, vit_small, resnet).
   warmup, new zero head), the same 500 steps, from a Fashion-MNIST run; `init_checkpoint` must be given:
     python -m vit_jax.main --config=configs/mnist5k.py:vit_small,finetune --workdir=runs/mnist5k_ft \
         --config.init_checkpoint=runs/fmnist_vit_small
-Measured accuracies: experiments/results/transfer_study.md.
+Accuracies measured with this recipe (previous transfer-study design): README, "Transfer".
 """
 
 import ml_collections
