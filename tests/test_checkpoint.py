@@ -166,34 +166,37 @@ def test_inference_load_refuses_a_head_of_another_shape():
     checkpoint.load_pretrained(FIXTURES / "vit_token.npz", init(model, images), model_config)
 
 
+def edited_fixture(tmp_path, edit) -> pathlib.Path:
+  """vit_token.npz with `edit(flat)` applied, saved as a new file."""
+  flat = checkpoint.load_npz(FIXTURES / "vit_token.npz")
+  edit(flat)
+  np.savez(tmp_path / "edited.npz", **flat)
+  return tmp_path / "edited.npz"
+
+
 def test_inference_load_refuses_a_missing_head_bias(tmp_path):
   model_config, images, _, _ = load_fixture("vit_token")
-  flat = checkpoint.load_npz(FIXTURES / "vit_token.npz")
-  del flat["head/bias"]
-  np.savez(tmp_path / "no_bias.npz", **flat)
+  path = edited_fixture(tmp_path, lambda flat: flat.pop("head/bias"))
   with pytest.raises(ValueError, match=r"missing from the checkpoint: \['head/bias'\]"):
-    checkpoint.load_pretrained(tmp_path / "no_bias.npz", init(models.create(model_config), images), model_config)
+    checkpoint.load_pretrained(path, init(models.create(model_config), images), model_config)
 
 
 def test_wrong_shape_names_the_parameter_and_both_shapes(tmp_path):
   model_config, images, _, _ = load_fixture("vit_token")
-  flat = checkpoint.load_npz(FIXTURES / "vit_token.npz")
-  flat["Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel"] = np.zeros((32, 48), np.float32)
-  np.savez(tmp_path / "bad.npz", **flat)
+  path = edited_fixture(tmp_path, lambda flat: flat.update(
+      {"Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel": np.zeros((32, 48), np.float32)}))
   model = models.create(model_config)
   with pytest.raises(ValueError, match=r"encoderblock_1/MlpBlock_3/Dense_0/kernel: checkpoint shape "
                                        r"\(32, 48\) != model shape \(32, 64\)"):
-    checkpoint.load_pretrained(tmp_path / "bad.npz", init(model, images), model_config)
+    checkpoint.load_pretrained(path, init(model, images), model_config)
 
 
 def test_missing_key_is_named(tmp_path):
   model_config, images, _, _ = load_fixture("vit_token")
-  flat = checkpoint.load_npz(FIXTURES / "vit_token.npz")
-  del flat["Transformer/encoder_norm/scale"]
-  np.savez(tmp_path / "bad.npz", **flat)
+  path = edited_fixture(tmp_path, lambda flat: flat.pop("Transformer/encoder_norm/scale"))
   model = models.create(model_config)
   with pytest.raises(ValueError, match=r"missing from the checkpoint: \['Transformer/encoder_norm/scale'\]"):
-    checkpoint.load_pretrained(tmp_path / "bad.npz", init(model, images), model_config)
+    checkpoint.load_pretrained(path, init(model, images), model_config)
 
 
 def test_pickled_npz_is_refused_without_unpickling(tmp_path):

@@ -58,7 +58,7 @@ def load_init_params(config: ml_collections.ConfigDict, init_params: Any) -> Any
   `init_params` gives only the target shapes (arrays or ShapeDtypeStructs); nothing is gathered.
   """
   path = epath.Path(config.init_checkpoint)
-  keep_head = bool(config.get("init_keep_head", False))
+  keep_head = config.init_keep_head
   if (path / workdir_lib.CONFIG_FILE).exists():
     _, restored = workdir_lib.load_params(path, use_ema=config.init_use_ema)
     return checkpoint.adapt(restored, init_params, config.model, keep_head=keep_head)
