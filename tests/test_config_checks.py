@@ -46,5 +46,12 @@ def test_every_shipped_config_passes(path):
   spec = importlib.util.spec_from_file_location("_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  if hasattr(module, "get_config"):
-    config_checks.validate(module.get_config("caltech101") if path.endswith("vtab.py") else module.get_config())
+  if not hasattr(module, "get_config"):
+    return
+  if path.endswith("vtab.py"):
+    config_checks.validate(module.get_config("caltech101"))
+  elif hasattr(module, "MODELS"):  # the studies' configs: every model
+    for model in module.MODELS:
+      config_checks.validate(module.get_config(model))
+  else:
+    config_checks.validate(module.get_config())

@@ -55,7 +55,7 @@ RULES: tuple[tuple[str, tuple[str, Callable[[Any], bool]]], ...] = (
     ("optimizer.backbone_lr_multiplier", _NON_NEGATIVE_NUMBER),
     ("loss.label_smoothing", _FRACTION),
     ("model.hidden_size", _POSITIVE_INT),
-    ("model.transformer.num_layers", _POSITIVE_INT),
+    ("model.transformer.num_layers", _NON_NEGATIVE_INT),  # 0: a pure ResNet (the hybrid stem only)
     ("model.transformer.num_heads", _POSITIVE_INT),
     ("model.transformer.mlp_dim", _POSITIVE_INT),
 )
