@@ -36,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
       cutmix_alpha=0.0,        # > 0 pastes boxes between pairs (with mixup too: one of them per batch)
       randaugment_layers=0,    # > 0: RandAugment ops per image (vit_jax/randaugment.py; AugReg uses 2)
       randaugment_magnitude=0.0,  # its magnitude, 0-20 on big_vision's scale (AugReg: 0, 10, 15, 20)
+      randaugment_reference_size=0,  # 0: translate/cutout in big_vision's pixels; N: scaled by image_size/N
       shuffle_buffer=50_000,
       on_bad_image="skip",     # image folders: skip (counted in the log) | fail
       prefetch=2,              # batches prepared ahead on the devices

@@ -74,6 +74,22 @@ def test_randaugment_is_a_pure_function_of_the_seed():
   assert any(not np.array_equal(outs[0], o) for o in outs[2:])
 
 
+@pytest.mark.parametrize("pixel_scale, shift", [(1., 0), (32 / 224, 14)])
+def test_pixel_scale_shrinks_translate_and_cutout_in_proportion(pixel_scale, shift):
+  x = np.zeros((32, 32, 3))
+  x[:, 20] = 255  # a vertical line at column 20
+  ops = dict(zip(ra.OP_NAMES, ra._ops(10., tf.constant(1.), tf.constant([0, 1], tf.int64), pixel_scale)))
+  moved = ops["TranslateX"](image(x)).numpy()[..., 0]
+  line = np.flatnonzero((moved == 255).all(0))
+  if shift:  # 100 px x 32/224 = 14.3 px to the left (nearest neighbour), gray where the frame emptied
+    np.testing.assert_array_equal(line, [20 - shift])
+    assert (moved[:, 32 - shift:] == 128).all()
+  else:  # big_vision's 100 px move everything out of a 32-px image
+    assert line.size == 0 and (moved == 128).all()
+  gray = np.argwhere(ops["Cutout"](image(np.zeros((64, 64, 3)))).numpy()[..., 0] == 128)
+  assert (np.ptp(gray, axis=0) + 1).max() <= 2 * int(40 * pixel_scale)
+
+
 def test_randaugment_wants_uint8():
   with pytest.raises(ValueError, match="uint8"):
     ra.randaugment(tf.zeros((4, 4, 3)), 2, 10., tf.constant([0, 1], tf.int64))

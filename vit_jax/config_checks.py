@@ -45,6 +45,7 @@ RULES: tuple[tuple[str, tuple[str, Callable[[Any], bool]]], ...] = (
     ("dataset.image_size", _POSITIVE_INT),
     ("dataset.shuffle_buffer", _POSITIVE_INT),
     ("dataset.prefetch", _NON_NEGATIVE_INT),
+    ("dataset.randaugment_reference_size", _NON_NEGATIVE_INT),
     ("dataset.mixup_alpha", _NON_NEGATIVE_NUMBER),
     ("optimizer.learning_rate", _POSITIVE_NUMBER),
     ("optimizer.warmup_steps", _NON_NEGATIVE_INT),

@@ -158,7 +158,8 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
       data_config.train_augment, data_config.image_size, data_config.num_classes,
       random_flip=data_config.random_flip,
       randaugment=((data_config.randaugment_layers, data_config.randaugment_magnitude)
-                   if data_config.randaugment_layers else None))
+                   if data_config.randaugment_layers else None),
+      randaugment_reference_size=data_config.get("randaugment_reference_size", 0))
   shuffle_buffer = max(1, min(data_config.shuffle_buffer, source.num_examples))
 
   def epoch(index: tf.Tensor) -> tf.data.Dataset:

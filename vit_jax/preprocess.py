@@ -129,7 +129,8 @@ def eval_transform(image_size: int, num_classes: int,
 
 
 def train_transform(augment: str, image_size: int, num_classes: int, random_flip: bool = True,
-                    randaugment: tuple[int, float] | None = None) -> Callable[[Features, tf.Tensor], Features]:
+                    randaugment: tuple[int, float] | None = None, randaugment_reference_size: int = 0
+                    ) -> Callable[[Features, tf.Tensor], Features]:
   """The training transform `augment` (config.dataset.train_augment) as f(features, seed).
 
   inception_crop: `inception_crop` + random flip (vision_transformer's fine-tuning; big_vision's
@@ -139,7 +140,9 @@ def train_transform(augment: str, image_size: int, num_classes: int, random_flip
   randomness (VTAB). central_crop: as the evaluation's `central_crop`, no randomness.
   `random_flip=False` keeps the crops but never mirrors (digits and text are not mirror-symmetric).
   `randaugment=(num_layers, magnitude)` then applies RandAugment (vit_jax/randaugment.py), as
-  big_vision's AugReg pipelines do after the crop and flip.
+  big_vision's AugReg pipelines do after the crop and flip; its translate and cutout are in big_vision's
+  pixels, or, with `randaugment_reference_size` N > 0, scaled by image_size / N (N = 224: a 32-px image
+  moves by the same fraction of its side as a 224-px one in big_vision).
   """
   if augment not in TRAIN_AUGMENTS:
     renamed = f" (renamed {_RENAMED[augment]!r})" if augment in _RENAMED else ""
@@ -165,8 +168,9 @@ def train_transform(augment: str, image_size: int, num_classes: int, random_flip
         image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
     if randaugment is not None:
       uint8 = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0., 255.), tf.uint8)
-      image = randaugment_lib.randaugment(uint8, *randaugment,
-                                          seed=tf.random.experimental.stateless_fold_in(seed, 2))
+      image = randaugment_lib.randaugment(
+          uint8, *randaugment, seed=tf.random.experimental.stateless_fold_in(seed, 2),
+          pixel_scale=image_size / randaugment_reference_size if randaugment_reference_size else 1.)
     return _finish(image, features["label"], image_size, num_classes)
 
   return transform

@@ -7,7 +7,9 @@ forked from tensorflow/tpu), which AugReg's `randaug(2,15)` etc. name. As there,
 extrapolates (randaug(2,15) translates by 150 px), and Posterize keeps int(4 * magnitude / 10) bits (0
 bits at magnitude 0 gives a black image, 8 at 20 leaves it alone). The one change: every random draw
 (op, sign, cutout position) comes from a seed tensor [2], so an augmented image is a pure function of
-(image, seed) and a resumed run sees the same images.
+(image, seed) and a resumed run sees the same images. One option: `pixel_scale` multiplies the two
+arguments given in pixels (translate, cutout), so that small images can be augmented in proportion,
+as timm's relative translate does (big_vision's 100 px move a 32-px image out of its frame).
 """
 
 import math
@@ -148,9 +150,10 @@ def cutout(image: tf.Tensor, pad_size: int, seed: tf.Tensor) -> tf.Tensor:
   return tf.where(inside[..., None], tf.constant(REPLACE, tf.uint8), image)
 
 
-def _ops(magnitude: float, sign: tf.Tensor, seed: tf.Tensor) -> list:
+def _ops(magnitude: float, sign: tf.Tensor, seed: tf.Tensor, pixel_scale: float = 1.) -> list:
   """The 16 ops of OP_NAMES as image -> image, with their arguments at `magnitude`."""
   level = magnitude / _MAX_LEVEL
+  translate, cutout_size = level * TRANSLATE_CONST * pixel_scale, int(level * CUTOUT_CONST * pixel_scale)
   enhance = level * 1.8 + 0.1
   return [
       autocontrast, equalize, invert,
@@ -163,22 +166,23 @@ def _ops(magnitude: float, sign: tf.Tensor, seed: tf.Tensor) -> list:
       lambda x: sharpness(x, enhance),
       lambda x: shear_x(x, sign * level * 0.3),
       lambda x: shear_y(x, sign * level * 0.3),
-      lambda x: translate_x(x, sign * level * TRANSLATE_CONST),
-      lambda x: translate_y(x, sign * level * TRANSLATE_CONST),
-      lambda x: cutout(x, int(level * CUTOUT_CONST), seed),
+      lambda x: translate_x(x, sign * translate),
+      lambda x: translate_y(x, sign * translate),
+      lambda x: cutout(x, cutout_size, seed),
       lambda x: solarize_add(x, int(level * 110)),
   ]
 
 
-def randaugment(image: tf.Tensor, num_layers: int, magnitude: float, seed: tf.Tensor) -> tf.Tensor:
+def randaugment(image: tf.Tensor, num_layers: int, magnitude: float, seed: tf.Tensor,
+                pixel_scale: float = 1.) -> tf.Tensor:
   """`num_layers` ops, each drawn uniformly from the 16 and applied at `magnitude`, to a uint8
-  [H, W, 3] image; a pure function of (image, seed [2])."""
+  [H, W, 3] image; a pure function of (image, seed [2]). `pixel_scale` scales translate and cutout."""
   if image.dtype != tf.uint8:
     raise ValueError(f"RandAugment works on uint8 images, got {image.dtype}.")
   for layer_seed in tf.unstack(tf.random.experimental.stateless_split(seed, num=num_layers)):
     op_seed, sign_seed, cutout_seed = tf.unstack(tf.random.experimental.stateless_split(layer_seed, 3))
     op = tf.random.stateless_uniform([], seed=op_seed, maxval=len(OP_NAMES), dtype=tf.int32)
     sign = tf.where(tf.random.stateless_uniform([], seed=sign_seed) < 0.5, -1., 1.)
-    branches = [lambda f=f: tf.ensure_shape(f(image), image.shape) for f in _ops(magnitude, sign, cutout_seed)]
+    branches = [lambda f=f: tf.ensure_shape(f(image), image.shape) for f in _ops(magnitude, sign, cutout_seed, pixel_scale)]
     image = tf.switch_case(op, branches)
   return image
