@@ -210,3 +210,22 @@ def test_distillation_study_trains_teacher_plain_and_distilled_students(tmp_path
   assert (tmp_path / "distillation.csv").read_text().splitlines()[0] == "model,train_images,teacher,accuracy"
   _, student = workdir_lib.load_params(tmp_path / "runs" / "vit_tiny_distilled-32")
   assert {"dist", "head_dist"} <= set(student)
+
+
+def test_augmentation_study_reads_ema_beside_each_baseline_and_resumes(tmp_path, monkeypatch):
+  from experiments import augmentation  # pylint: disable=g-import-not-at-top
+
+  args = ["--models", "vit_tiny", "--train_sizes", "32", "--seeds", "0",
+          "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path),
+          "--override", "dataset.source=mnist5k", *MINI]
+  rows = augmentation.main(args)
+  assert [r["variant"] for r in rows] == ["baseline", "ema", "randaugment", "cutmix"]
+  baseline = workdir_lib.read_results(tmp_path / "runs" / "baseline-seed0" / "vit_tiny-32")
+  assert rows[1]["accuracy"] == round(baseline["ema_accuracy"], 4)
+  randaugment = workdir_lib.read_config(tmp_path / "runs" / "randaugment-seed0" / "vit_tiny-32")
+  assert randaugment.dataset.randaugment_reference_size == 224 and not randaugment.fewshot.shots
+  table = (tmp_path / "augmentation.md").read_text().splitlines()
+  assert table[0] == "| model | train images | baseline | ema | randaugment | cutmix |"
+  assert table[2].startswith("| vit_tiny | 32 | ") and table[2].count("(n=1)") == 4
+  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  assert augmentation.main(args) == rows
