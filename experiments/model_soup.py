@@ -13,10 +13,17 @@ Writes model_soup.csv: name, kind (ingredient | best_ingredient | uniform_soup |
 (test), held_out_accuracy. Finished runs are not trained again; --print_only prints the launch command
 of each unfinished one instead of training.
 
-The study, 6 fine-tunes (lr 0.03 / 0.1 x seeds 0 / 1 / 2) of the Fashion-MNIST-pretrained vit_small of
-experiments/transfer_study.py:
-  python experiments/model_soup.py --init_checkpoint=runs/transfer_study/pretrain-vit_small \
-      --workdir_root=runs/model_soup --output_dir=experiments/results
+The study: 6 fine-tunes (SGD, lr 0.03 / 0.1 x seeds 0 / 1 / 2, 500 steps) on MNIST-5k at 32 px of the
+fractal-pretrained vit_small of experiments/pretraining_scaling.py (100 categories, unlimited
+instances, 500 steps; the first command trains it alone, with the study's own settings, so that
+the study reuses it), about 15 minutes on 2 quiet CPU cores:
+  python -m vit_jax.main --config=configs/pretrain/fractal_cpu.py:vit_small,fractal \
+      --workdir=runs/pretraining_scaling/pretrain/vit_small-unlimited \
+      --config.dataset.instances_per_category=0 --config.dataset.num_categories=100 \
+      --config.total_steps=500
+  python experiments/model_soup.py \
+      --init_checkpoint=runs/pretraining_scaling/pretrain/vit_small-unlimited \
+      --workdir_root=runs/model_soup --output_dir=experiments/results --override dataset.image_size=32
 """
 
 import argparse
