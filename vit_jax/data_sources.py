@@ -45,6 +45,15 @@ _SPLIT_RE = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
 @dataclasses.dataclass(frozen=True)
+class Files:
+  """This process's part of a split as it lies in files, so that training can read the files in a
+  new order each epoch and a resumed run can leave the files before its resume point unopened."""
+  sizes: tuple[int, ...]  # examples this process reads from each file, in the split's order
+  # (file index, examples to skip) -> the rest of that file's part, elements as in `Source.dataset`
+  read: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
   """One split of a data set, this process's shard."""
   dataset: tf.data.Dataset  # undecoded elements: shuffle and skip these, then `decode`
@@ -55,6 +64,8 @@ class Source:
   # Optional, for sources that render many examples at once (synthetic): a batch of undecoded
   # elements -> the batch decoded, as `decode` would give it example by example.
   decode_batch: Callable[[Features], Features] | None = None
+  # Where `dataset` is read from files (prepared tfds data sets): the same elements, file by file.
+  files: Files | None = None
 
 
 def load(data_config: ml_collections.ConfigDict, split: str) -> Source:
@@ -157,9 +168,16 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
           "with `tfds build` (or tfds.load(..., download=True)) or set config.dataset.data_dir to "
           "where it is.") from e
 
-  dataset = read(tfds.split_for_jax_process(split, drop_remainder=False))
-  # Labels now, from features that are cheap to keep but that the shuffle buffer need not hold.
-  dataset = dataset.map(lambda x: {"image": x["image"], "label": label_fn(x)})
+  def undecoded(x: Features) -> Features:
+    # Labels now, from features that are cheap to keep but that the shuffle buffer need not hold.
+    return {"image": x["image"], "label": label_fn(x)}
+
+  process_split = tfds.split_for_jax_process(split, drop_remainder=False)
+  dataset = read(process_split).map(undecoded)
+  files = None
+  if builder.info.splits:  # a prepared data set (tfds's mock data has no files)
+    files = _tfds_files(builder, process_split, lambda record: undecoded(
+        features.deserialize_example(record, decoders=decoders)))
 
   binary = data_config.name.split("/")[0].split(":")[0] in BINARY_IMAGE_DATASETS
 
@@ -179,7 +197,29 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
       num_examples=num_examples,
       num_split_examples=num_split_examples,
       num_classes=num_classes,
+      files=files,
   )
+
+
+def _open_records(file_format: tfds.core.FileFormat, filename: tf.Tensor) -> tf.data.Dataset:
+  """The serialized examples of one tfds file; the only place that opens one."""
+  return tfds.core.file_adapters.ADAPTER_FOR_FORMAT[file_format].make_tf_data(filename)
+
+
+def _tfds_files(builder: tfds.core.DatasetBuilder, process_split: tfds.typing.SplitArg,
+                parse: Callable[[tf.Tensor], Features]) -> Files:
+  """This process's part of a prepared split as tfds lays it out: a slice of each of some files."""
+  instructions = builder.info.splits[process_split].file_instructions
+  filenames = tf.constant([instruction.filename for instruction in instructions])
+  starts = tf.constant([instruction.skip for instruction in instructions], tf.int64)
+  sizes = tuple(instruction.take for instruction in instructions)
+  takes = tf.constant(sizes, tf.int64)
+
+  def read(index: tf.Tensor, skip: tf.Tensor) -> tf.data.Dataset:
+    records = _open_records(builder.info.file_format, filenames[index])
+    return records.skip(starts[index] + skip).take(takes[index] - skip).map(parse)
+
+  return Files(sizes=sizes, read=read)
 
 
 def _in_memory(
