@@ -166,7 +166,8 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
     return transform(decode(example), _seed(seed, _AUGMENT, position))
 
   first_example = start_step * local_batch_size
-  examples = _train_examples(source, seed, first_example, block_size)
+  examples = _train_examples(source, seed, first_example, block_size,
+                             data_config.get("parallel_files", 1))
   examples = examples_decoded(examples)
   positions = tf.data.Dataset.range(first_example, _INFINITE)
   dataset = tf.data.Dataset.zip(positions, examples).map(
@@ -192,8 +193,8 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
   return dataset.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(data_config))
 
 
-def _train_examples(source: data_sources.Source, seed: int, first_example: int,
-                    block_size: int) -> tf.data.Dataset:
+def _train_examples(source: data_sources.Source, seed: int, first_example: int, block_size: int,
+                    parallel_files: int) -> tf.data.Dataset:
   """This process's undecoded training elements, endless, from its `first_example`-th on.
 
   Epoch e reads this process's files (`source.files`, else `source.dataset` as one file) in an
@@ -201,7 +202,8 @@ def _train_examples(source: data_sources.Source, seed: int, first_example: int,
   each shuffled entirely by a seed drawn from (seed, process, e, block). The block is the unit of
   resumption: a run resumed inside one reads from the block's first example on, opens none of the
   files before it, and skips (undecoded) the fewer than `block_size` examples of the block before
-  its resume point.
+  its resume point. `parallel_files` files are read at once, yet their examples come in the same
+  order as one by one: each file is read whole into memory while it waits its turn.
   """
   files = source.files or data_sources.Files(
       sizes=(source.num_examples,), read=lambda index, skip: source.dataset.skip(skip))
@@ -222,7 +224,13 @@ def _train_examples(source: data_sources.Source, seed: int, first_example: int,
     passed = tf.reduce_sum(tf.cast(ends <= start, tf.int64))  # files wholly before `start`
     skip_in_first = start - tf.concat([[0], ends], 0)[passed]
     skips = tf.concat([[skip_in_first], tf.zeros([num_files - passed - 1], tf.int64)], 0)
-    examples = tf.data.Dataset.from_tensor_slices((order[passed:], skips)).flat_map(files.read)
+    pieces = tf.data.Dataset.from_tensor_slices((order[passed:], skips))
+    if min(parallel_files, num_files) > 1:  # one block per file: the order of `flat_map`
+      examples = pieces.interleave(
+          files.read, cycle_length=parallel_files, block_length=max(files.sizes),
+          num_parallel_calls=parallel_files, deterministic=True)
+    else:
+      examples = pieces.flat_map(files.read)
     blocks = examples.window(block_size).enumerate(start // block_size)
     return blocks.flat_map(lambda block, window: shuffled(epoch, block, window))
 
