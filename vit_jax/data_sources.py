@@ -4,7 +4,9 @@ Every source gives a `Source`: a tf.data.Dataset of cheap, not yet decoded eleme
 pipeline can shuffle and skip them fast) and a `decode` that turns one into
 {'image': uint8 [H, W, 3], 'label': int64 []} (int64 [k] for a multi-label feature such as
 ImageNet-ReaL's `real_label`). Grayscale and RGBA images become RGB. Each process
-reads only its own shard of the split, so `num_examples` is this process's count.
+reads only its own shard of the split, so `num_examples` is this process's count. Prepared tfds
+data sets also give that shard file by file (`Source.files`), so that training can change the file
+order each epoch and resume without reading the files before its resume point.
 
 Sources (`config.dataset.source`): tfds, digits, fashion_mnist, mnist5k, image_folder, and the
 synthetic fractal and contours (vit_jax/synthetic). Split names

@@ -5,9 +5,19 @@ jax.Arrays sharded along their first axis as `sharding` says: 'image' float32 [B
 [-1, 1], 'label' float32 [B, num_classes] (one-hot, or mixed by mixup), and for evaluation 'mask'
 float32 [B] (1 for real examples, 0 for the padding of the last batches).
 
-Training data order is a pure function of (seed, step): each epoch is a shuffle of this process's
-shard seeded by (seed, epoch), and a run resumed at `start_step` skips the undecoded elements before
-it, so it sees exactly the batches an unbroken run would have seen.
+Training data order is a pure function of (seed, step), so a run resumed at `start_step` sees
+exactly the batches an unbroken run would have seen. Each epoch, each process reads its own files
+(tfds shards; other sources are one file) in an order drawn from (seed, epoch, process), cuts that
+stream into blocks of `dataset.shuffle_buffer` examples and shuffles each block entirely. Resuming
+opens no file before the resume point's block, and skips undecoded the examples of the block
+before it (fewer than one block): see `_train_examples`.
+
+Keys of config.dataset read here (configs/common.py): shuffle_buffer (examples per shuffle block:
+the memory of one block of undecoded examples), parallel_files (tfds files read at once, in the same
+order as one by one; each is read ahead whole), prefetch (batches put on the devices ahead), threads
+and ram_budget_gb (tf.data's private thread pool and autotune RAM budget, for the train and the eval
+pipeline alike). The progress line reports the share of time spent waiting for input
+(metrics.Progress).
 """
 
 import collections
