@@ -124,7 +124,7 @@ def test_fashion_mnist_reads_idx_files(fashion_dir):
   train = data_sources.load(config, "train")
   test = data_sources.load(config, "test")
   assert (train.num_examples, test.num_examples) == (6, 3)
-  images = data_sources.read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")
+  images = data_sources.read_idx(str(fashion_dir / "t10k-images-idx3-ubyte.gz"))
   examples = _examples(test)
   np.testing.assert_array_equal([x["image"] for x in examples],
                                 np.repeat(images[..., None], 3, axis=-1))
@@ -250,8 +250,13 @@ def test_image_folder_is_decoded_once_into_an_index_until_its_files_change(image
   assert len(decodes) == 1
   index = json.loads((image_folder / ".vit_jax_unreadable_train.json").read_text())
   assert index["unreadable"] == ["train/dog/broken.jpg"] and index["num_files"] == 5
+  config.on_bad_image = "fail"  # the index names the unreadable file, as a decode would
+  with pytest.raises(ValueError, match="Cannot decode image .*train/dog/broken.jpg"):
+    data_sources.load(config, "train")
+  assert len(decodes) == 1
   (image_folder / "train/cat/new.png").write_bytes(b"not a png either")
-  assert data_sources.load(config, "train").num_examples == 4
+  with pytest.raises(ValueError, match=r"\(2 unreadable in"):
+    data_sources.load(config, "train")
   assert len(decodes) == 2
 
 

@@ -204,7 +204,7 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
 
 
 def _open_records(file_format: tfds.core.FileFormat, filename: tf.Tensor) -> tf.data.Dataset:
-  """The serialized examples of one tfds file; the only place that opens one."""
+  """The serialized examples of one tfds file; where training opens every one it reads."""
   return tfds.core.file_adapters.ADAPTER_FOR_FORMAT[file_format].make_tf_data(filename)
 
 
@@ -281,10 +281,10 @@ def _mnist5k(data_config: ml_collections.ConfigDict, split: str) -> Source:
   return _in_memory(_train_test(images, table[:, -1], _MNIST5K_TEST_SIZE), split, "mnist5k")
 
 
-def read_idx(path: pathlib.Path) -> np.ndarray:
-  """Reads a gzipped IDX file of unsigned bytes (the MNIST format) into an array."""
-  with gzip.open(path, "rb") as f:
-    data = f.read()
+def read_idx(path: str) -> np.ndarray:
+  """Reads a gzipped IDX file of unsigned bytes (the MNIST format), local or gs://, into an array."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = gzip.decompress(f.read())
   if len(data) < 4 or data[:3] != b"\x00\x00\x08":
     raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {data[:4].hex()}).")
   ndim = data[3]
@@ -297,13 +297,13 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
 
 def _fashion_mnist(data_config: ml_collections.ConfigDict, split: str) -> Source:
   """Fashion-MNIST from its IDX files (Debian's dataset-fashion-mnist): 60k train, 10k test."""
-  folder = pathlib.Path(data_config.data_dir or FASHION_MNIST_DIR)
+  folder = (data_config.data_dir or FASHION_MNIST_DIR).rstrip("/")
   name = parse_split(split, 0)[0]
   prefixes = {"train": "train", "test": "t10k"}
   if name not in prefixes:
     raise ValueError(f"Source 'fashion_mnist' has splits {sorted(prefixes)}, not {split!r}.")
-  paths = [folder / f"{prefixes[name]}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
-  missing = [str(p) for p in paths if not p.exists()]
+  paths = [f"{folder}/{prefixes[name]}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+  missing = [p for p in paths if not tf.io.gfile.exists(p)]
   if missing:
     raise FileNotFoundError(
         f"Fashion-MNIST files not found: {missing}. `apt-get install dataset-fashion-mnist` (it "
