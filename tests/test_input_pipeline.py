@@ -151,10 +151,11 @@ def reads(monkeypatch) -> dict[str, list[str]]:
 
 
 def _undecoded_epochs(config, epochs: int, *, seed: int = 0, first_example: int = 0,
-                      block_size: int = 5) -> tuple[data_sources.Source, list[bytes]]:
+                      parallel_files: int = 1) -> tuple[data_sources.Source, list[bytes]]:
+  """Whole epochs of training elements; files opened in turn (parallel_files=1) log in order."""
   source = data_sources.load(config, config.train_split)
   examples = input_pipeline._train_examples(  # pylint: disable=protected-access
-      source, seed, first_example, block_size, parallel_files=1)  # files opened in order
+      source, seed, first_example, block_size=5, parallel_files=parallel_files)
   count = epochs * source.num_examples - first_example
   return source, [x["image"] for x in examples.take(count).as_numpy_iterator()]
 
@@ -192,6 +193,10 @@ def test_resumed_tfds_run_opens_only_the_files_it_needs(sharded_tfds, reads):
   assert resumed == unbroken[13:]
   assert reads["opened"] == order[2:]
   assert len(reads["records"]) == 24 - 8  # 2 skipped in the first file opened, 3 in the block
+  assert collections.Counter(reads["records"]) == {name: 4 for name in order[2:]}
+  reads["opened"].clear(), reads["records"].clear()
+  _, in_parallel = _undecoded_epochs(sharded_tfds, epochs=1, first_example=13, parallel_files=4)
+  assert in_parallel == resumed and sorted(reads["opened"]) == sorted(order[2:])
   assert collections.Counter(reads["records"]) == {name: 4 for name in order[2:]}
 
 
