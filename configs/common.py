@@ -37,8 +37,11 @@ def get_config() -> ml_collections.ConfigDict:
       randaugment_layers=0,    # > 0: RandAugment ops per image (vit_jax/randaugment.py; AugReg uses 2)
       randaugment_magnitude=0.0,  # its magnitude, 0-20 on big_vision's scale (AugReg: 0, 10, 15, 20)
       randaugment_reference_size=0,  # 0: translate/cutout in big_vision's pixels; N: scaled by image_size/N
-      shuffle_buffer=50_000,
+      shuffle_buffer=50_000,   # examples per shuffle block (each epoch: files shuffled, then blocks)
       on_bad_image="skip",     # image folders: skip (counted in the log) | fail
+      image_index_dir="",      # image folders: where the index of unreadable files goes ("": data_dir)
+      parallel_files=4,        # tfds files read at once per process, same order as 1 (one by one);
+                               # memory: up to twice as many whole files, read ahead
       prefetch=2,              # batches prepared ahead on the devices
       threads=0,               # tf.data's private thread pool per pipeline (0: one per CPU core)
       ram_budget_gb=0.0,       # tf.data autotune's RAM limit (0: TensorFlow's default, half the RAM)

@@ -2,6 +2,7 @@
 
 import collections
 import gzip
+import json
 import logging
 import re
 
@@ -123,7 +124,7 @@ def test_fashion_mnist_reads_idx_files(fashion_dir):
   train = data_sources.load(config, "train")
   test = data_sources.load(config, "test")
   assert (train.num_examples, test.num_examples) == (6, 3)
-  images = data_sources.read_idx(fashion_dir / "t10k-images-idx3-ubyte.gz")
+  images = data_sources.read_idx(str(fashion_dir / "t10k-images-idx3-ubyte.gz"))
   examples = _examples(test)
   np.testing.assert_array_equal([x["image"] for x in examples],
                                 np.repeat(images[..., None], 3, axis=-1))
@@ -149,7 +150,7 @@ def tiny_tfds(tmp_path_factory):
           "image": tfds.features.Image(shape=(6, 6, 1)),
           "label": tfds.features.ClassLabel(num_classes=4),
       }),
-  ).download_and_prepare()
+  ).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
   return _config(source="tfds", name="tiny_images", data_dir=data_dir)
 
 
@@ -179,11 +180,25 @@ def test_tfds_process_reads_its_shard(tiny_tfds, monkeypatch):
   assert [len(s) for s in shards] == [8, 7] and not shards[0] & shards[1]
 
 
+def test_tfds_files_hold_the_process_shard_file_by_file(tiny_tfds, monkeypatch):
+  # 20 examples in 4 files of 5; process 1 of 2 reads examples 10..19: files 2 and 3.
+  _fake_processes(monkeypatch, 2, 1)
+  source = data_sources.load(tiny_tfds, "train")
+  assert source.files.sizes == (5, 5)
+  read = lambda index, skip: [  # pylint: disable=unnecessary-lambda-assignment
+      (x["image"], x["label"]) for x in source.files.read(index, skip).as_numpy_iterator()]
+  in_files = read(0, 0) + read(1, 0)
+  assert in_files == [(x["image"], x["label"]) for x in source.dataset.as_numpy_iterator()]
+  assert read(1, 3) == in_files[8:]
+  # The slice "train[3:13]" of process 1 of 2: examples 8..12, the last 2 of file 1, 3 of file 2.
+  assert data_sources.load(tiny_tfds, "train[3:13]").files.sizes == (2, 3)
+
+
 def test_tfds_mock_data_of_a_named_data_set():
   with tfds.testing.mock_data(num_examples=4):
     source = data_sources.load(_config(source="tfds", name="cifar10"), "train")
     examples = _examples(source)
-  assert source.num_examples == len(examples) == 4
+  assert source.num_examples == len(examples) == 4 and source.files is None  # mock data: no files
   assert examples[0]["image"].shape == (32, 32, 3) and examples[0]["image"].dtype == np.uint8
 
 
@@ -218,17 +233,70 @@ def test_image_folder_skips_and_counts_a_corrupt_image(image_folder, caplog):
   assert labels == [0, 0, 1, 1]  # cat, cat, dog, dog: classes in sorted order
 
 
-def test_image_folder_is_decoded_through_once_until_a_file_changes(image_folder, monkeypatch):
-  decodes = []  # one entry per trace of the file check: one pass over the folder
+@pytest.fixture
+def decodes(monkeypatch) -> list[int]:
+  """One entry per pass that decodes an image folder through (per trace of the file check)."""
+  passes = []
   decode_file = data_sources._decode_file  # pylint: disable=protected-access
-  monkeypatch.setattr(data_sources, "_decode_file", lambda path: decodes.append(1) or decode_file(path))
+  monkeypatch.setattr(data_sources, "_decode_file",
+                      lambda path: passes.append(1) or decode_file(path))
+  return passes
+
+
+def test_image_folder_is_decoded_once_into_an_index_until_its_files_change(image_folder, decodes):
   config = _config(source="image_folder", data_dir=str(image_folder))
-  for _ in range(3):  # sizes, training, an evaluation
+  for _ in range(3):  # sizes, training, an evaluation; and every later start
     assert data_sources.load(config, "train").num_examples == 4
   assert len(decodes) == 1
-  (image_folder / "train/cat/a.png").write_bytes(b"no longer a png")
-  assert data_sources.load(config, "train").num_examples == 3
+  index = json.loads((image_folder / ".vit_jax_unreadable_train.json").read_text())
+  assert index["unreadable"] == ["train/dog/broken.jpg"] and index["num_files"] == 5
+  config.on_bad_image = "fail"  # the index names the unreadable file, as a decode would
+  with pytest.raises(ValueError, match="Cannot decode image .*train/dog/broken.jpg"):
+    data_sources.load(config, "train")
+  assert len(decodes) == 1
+  (image_folder / "train/cat/new.png").write_bytes(b"not a png either")
+  with pytest.raises(ValueError, match=r"\(2 unreadable in"):
+    data_sources.load(config, "train")
   assert len(decodes) == 2
+
+
+def test_image_folder_index_is_written_by_process_0_where_configured(
+    image_folder, tmp_path_factory, decodes, monkeypatch):
+  index_dir = tmp_path_factory.mktemp("index")
+  config = _config(source="image_folder", data_dir=str(image_folder), image_index_dir=str(index_dir))
+  _fake_processes(monkeypatch, 2, 1)
+  data_sources.load(config, "train")
+  assert not list(index_dir.iterdir())
+  _fake_processes(monkeypatch, 2, 0)
+  data_sources.load(config, "train")
+  _fake_processes(monkeypatch, 2, 1)
+  data_sources.load(config, "train")
+  assert [p.name for p in index_dir.iterdir()] == [".vit_jax_unreadable_train.json"]
+  assert len(decodes) == 2 and not list(image_folder.glob(".*"))
+
+
+def test_image_folder_unwritable_index_warns_and_still_loads(image_folder, tmp_path, caplog):
+  (tmp_path / "a_file").write_text("")
+  config = _config(source="image_folder", data_dir=str(image_folder),
+                   image_index_dir=str(tmp_path / "a_file"))
+  with caplog.at_level(logging.WARNING):
+    assert data_sources.load(config, "train").num_examples == 4
+  assert "cannot write the index of unreadable files" in caplog.text
+  assert "config.dataset.image_index_dir" in caplog.text
+
+
+def test_image_folder_is_read_through_tf_io_gfile():
+  # TensorFlow's in-memory file system stands for gs://: os and pathlib cannot see it.
+  root = "ram://image_folder_test"
+  for split, class_name, shade in (("train", "a", 10), ("train", "b", 20), ("test", "b", 30)):
+    tf.io.gfile.makedirs(f"{root}/{split}/{class_name}")
+    with tf.io.gfile.GFile(f"{root}/{split}/{class_name}/x.png", "wb") as f:
+      f.write(tf.io.encode_png(np.full((2, 2, 3), shade, np.uint8)).numpy())
+  config = _config(source="image_folder", data_dir=root + "/")
+  examples = _examples(data_sources.load(config, "train"))
+  assert sorted((int(x["label"]), int(x["image"][0, 0, 0])) for x in examples) == [(0, 10), (1, 20)]
+  assert data_sources.load(config, "test").num_classes == 2
+  assert tf.io.gfile.exists(f"{root}/.vit_jax_unreadable_train.json")
 
 
 def test_image_folder_fail_names_the_corrupt_file(image_folder):

@@ -10,6 +10,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import common
@@ -108,6 +109,109 @@ def test_tfds_data_set_under_mock_data(sharding):
   chex.assert_shape(batch["image"], (8, 8, 8, 3))
 
 
+@pytest.fixture(scope="module")
+def sharded_tfds(tmp_path_factory) -> ml_collections.ConfigDict:
+  """A real prepared tfds data set of 24 distinct 6x6 images in 6 files of 4."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  images = np.random.default_rng(0).integers(0, 256, (24, 6, 6, 3), dtype=np.uint8)
+  builder = tfds.dataset_builders.TfDataBuilder(
+      name="sharded_images", config="default", version="1.0.0", data_dir=data_dir,
+      split_datasets={"train": tf.data.Dataset.from_tensor_slices(
+          {"image": images, "label": np.arange(24) % 4})},
+      features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(6, 6, 3)),
+          "label": tfds.features.ClassLabel(num_classes=4),
+      }),
+  )
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=6))
+  assert builder.info.splits["train"].shard_lengths == [4] * 6
+  return _config(source="tfds", name="sharded_images", data_dir=data_dir, num_classes=4,
+                 image_size=6, random_flip=False, eval_split="train")
+
+
+@pytest.fixture
+def reads(monkeypatch) -> dict[str, list[str]]:
+  """Records, in order, each tfds file opened and each record read from one (by file name)."""
+  log = {"opened": [], "records": []}
+  open_records = data_sources._open_records  # pylint: disable=protected-access
+
+  def note(kind: str, name: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+    def append(name, value):
+      log[kind].append(name.numpy().decode().rsplit("-", 3)[-3])  # the file's number: 00003
+      return value
+    return tf.py_function(append, [name, value], value.dtype)
+
+  def recording_open(file_format, filename):
+    opened = tf.data.Dataset.from_tensors(filename).map(lambda name: note("opened", name, name))
+    return opened.flat_map(lambda name: open_records(file_format, name).map(
+        lambda record: note("records", name, record)))
+
+  monkeypatch.setattr(data_sources, "_open_records", recording_open)
+  return log
+
+
+def _undecoded_epochs(config, epochs: int, *, seed: int = 0, first_example: int = 0,
+                      parallel_files: int = 1) -> tuple[data_sources.Source, list[bytes]]:
+  """Whole epochs of training elements; files opened in turn (parallel_files=1) log in order."""
+  source = data_sources.load(config, config.train_split)
+  examples = input_pipeline._train_examples(  # pylint: disable=protected-access
+      source, seed, first_example, block_size=5, parallel_files=parallel_files)
+  count = epochs * source.num_examples - first_example
+  return source, [x["image"] for x in examples.take(count).as_numpy_iterator()]
+
+
+def test_each_epoch_reads_the_process_files_in_an_order_drawn_from_the_seed(
+    sharded_tfds, reads, monkeypatch):
+  shards, orders = [], {}
+  for index, seeds in ((0, (0, 0, 1)), (1, (0,))):
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    for run, seed in enumerate(seeds):
+      reads["opened"].clear()
+      source, images = _undecoded_epochs(sharded_tfds, epochs=3, seed=seed)
+      orders[index, run] = [tuple(reads["opened"][i:i + 3]) for i in (0, 3, 6)]
+    shard = {x["image"] for x in source.dataset.as_numpy_iterator()}
+    assert len(shard) == source.num_examples == 12 and len(reads["opened"]) == 9
+    for epoch in range(3):  # each epoch: this process's 12 examples, each once
+      assert sorted(images[12 * epoch:12 * (epoch + 1)]) == sorted(shard)
+    shards.append(shard)
+  assert len(shards[0] | shards[1]) == 24 and not shards[0] & shards[1]
+  assert sorted(orders[0, 0][0]) == ["00000", "00001", "00002"]
+  assert sorted(orders[1, 0][0]) == ["00003", "00004", "00005"]
+  assert orders[0, 0] == orders[0, 1]  # a pure function of (seed, epoch, process)
+  assert len(set(orders[0, 0])) > 1 and orders[0, 0] != orders[0, 2]  # epochs and seeds change it
+  assert len(set(orders[1, 0])) > 1
+
+
+def test_resumed_tfds_run_opens_only_the_files_it_needs(sharded_tfds, reads):
+  # Files of 4 in blocks of 5: example 13 lies in the block that starts at example 10, in the third
+  # file of the epoch's order; the first two are never opened.
+  _, unbroken = _undecoded_epochs(sharded_tfds, epochs=1)
+  order = list(reads["opened"])
+  reads["opened"].clear(), reads["records"].clear()
+  _, resumed = _undecoded_epochs(sharded_tfds, epochs=1, first_example=13)
+  assert resumed == unbroken[13:]
+  assert reads["opened"] == order[2:]
+  assert len(reads["records"]) == 24 - 8  # 2 skipped in the first file opened, 3 in the block
+  assert collections.Counter(reads["records"]) == {name: 4 for name in order[2:]}
+  reads["opened"].clear(), reads["records"].clear()
+  _, in_parallel = _undecoded_epochs(sharded_tfds, epochs=1, first_example=13, parallel_files=4)
+  assert in_parallel == resumed and sorted(reads["opened"]) == sorted(order[2:])
+  assert collections.Counter(reads["records"]) == {name: 4 for name in order[2:]}
+
+
+@pytest.mark.parametrize("start_step", [2, 4])
+def test_resumed_tfds_run_sees_the_batches_of_an_unbroken_run(sharding, sharded_tfds, start_step):
+  # Batches of 8 from 24 examples in files of 4 and shuffle blocks of 5: step 4 starts in epoch 2.
+  config = ml_collections.ConfigDict(sharded_tfds.to_dict())
+  config.update(shuffle_buffer=5, train_augment="inception_crop", parallel_files=4)
+  unbroken = _train(config, sharding, steps=6, batch=8)
+  resumed = _train(config, sharding, steps=6 - start_step, start_step=start_step, batch=8)
+  chex.assert_trees_all_equal(resumed, unbroken[start_step:])
+  config.parallel_files = 1  # files read one by one: the same data
+  chex.assert_trees_all_equal(_train(config, sharding, steps=6, batch=8), unbroken)
+
+
 def test_eval_batches_cover_the_split_once_then_pad(sharding):
   config = _config()
   batches = list(input_pipeline.eval_batches(config, global_batch_size=64, sharding=sharding))
@@ -152,8 +256,10 @@ def test_too_few_classes_in_the_config_raises():
     input_pipeline.get_info(_config(num_classes=5))
 
 
-def test_pipelines_get_a_private_thread_pool_and_the_configured_ram_budget():
+def test_train_and_eval_pipelines_get_a_private_thread_pool_and_the_configured_ram_budget():
   config = _config(threads=3, ram_budget_gb=1.5)
-  dataset = input_pipeline._train_dataset(config, local_batch_size=2, seed=0, start_step=0)
-  assert dataset.options().threading.private_threadpool_size == 3
-  assert dataset.options().autotune.ram_budget == int(1.5 * 2**30)
+  for dataset in (  # pylint: disable=protected-access
+      input_pipeline._train_dataset(config, local_batch_size=2, seed=0, start_step=0),
+      input_pipeline._eval_dataset(config, local_batch_size=2)):
+    assert dataset.options().threading.private_threadpool_size == 3
+    assert dataset.options().autotune.ram_budget == int(1.5 * 2**30)

@@ -4,25 +4,27 @@ Every source gives a `Source`: a tf.data.Dataset of cheap, not yet decoded eleme
 pipeline can shuffle and skip them fast) and a `decode` that turns one into
 {'image': uint8 [H, W, 3], 'label': int64 []} (int64 [k] for a multi-label feature such as
 ImageNet-ReaL's `real_label`). Grayscale and RGBA images become RGB. Each process
-reads only its own shard of the split, so `num_examples` is this process's count.
+reads only its own shard of the split, so `num_examples` is this process's count. Prepared tfds
+data sets also give that shard file by file (`Source.files`), so that training can change the file
+order each epoch and resume without reading the files before its resume point.
 
 Sources (`config.dataset.source`): tfds, digits, fashion_mnist, mnist5k, image_folder, and the
 synthetic fractal and contours (vit_jax/synthetic). Split names
 accept slicing everywhere: "train[:10%]", "train[:5000]", "test[100:200]".
 """
 
+import collections
 from collections.abc import Callable
 import dataclasses
 import difflib
-import functools
 import gzip
 import hashlib
 import importlib.util
+import json
 import pathlib
 import re
 
 from absl import logging
-from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -45,6 +47,15 @@ _SPLIT_RE = re.compile(r"^(\w+)(?:\[(-?\d+%?)?:(-?\d+%?)?\])?$")
 
 
 @dataclasses.dataclass(frozen=True)
+class Files:
+  """This process's part of a split as it lies in files, so that training can read the files in a
+  new order each epoch and a resumed run can leave the files before its resume point unopened."""
+  sizes: tuple[int, ...]  # examples this process reads from each file, in the split's order
+  # (file index, examples to skip) -> the rest of that file's part, elements as in `Source.dataset`
+  read: Callable[[tf.Tensor, tf.Tensor], tf.data.Dataset]
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
   """One split of a data set, this process's shard."""
   dataset: tf.data.Dataset  # undecoded elements: shuffle and skip these, then `decode`
@@ -55,6 +66,8 @@ class Source:
   # Optional, for sources that render many examples at once (synthetic): a batch of undecoded
   # elements -> the batch decoded, as `decode` would give it example by example.
   decode_batch: Callable[[Features], Features] | None = None
+  # Where `dataset` is read from files (prepared tfds data sets): the same elements, file by file.
+  files: Files | None = None
 
 
 def load(data_config: ml_collections.ConfigDict, split: str) -> Source:
@@ -157,9 +170,16 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
           "with `tfds build` (or tfds.load(..., download=True)) or set config.dataset.data_dir to "
           "where it is.") from e
 
-  dataset = read(tfds.split_for_jax_process(split, drop_remainder=False))
-  # Labels now, from features that are cheap to keep but that the shuffle buffer need not hold.
-  dataset = dataset.map(lambda x: {"image": x["image"], "label": label_fn(x)})
+  def undecoded(x: Features) -> Features:
+    # Labels now, from features that are cheap to keep but that the shuffle buffer need not hold.
+    return {"image": x["image"], "label": label_fn(x)}
+
+  process_split = tfds.split_for_jax_process(split, drop_remainder=False)
+  dataset = read(process_split).map(undecoded)
+  files = None
+  if builder.info.splits:  # a prepared data set (tfds's mock data has no files)
+    files = _tfds_files(builder, process_split, lambda record: undecoded(
+        features.deserialize_example(record, decoders=decoders)))
 
   binary = data_config.name.split("/")[0].split(":")[0] in BINARY_IMAGE_DATASETS
 
@@ -179,7 +199,29 @@ def _tfds(data_config: ml_collections.ConfigDict, split: str) -> Source:
       num_examples=num_examples,
       num_split_examples=num_split_examples,
       num_classes=num_classes,
+      files=files,
   )
+
+
+def _open_records(file_format: tfds.core.FileFormat, filename: tf.Tensor) -> tf.data.Dataset:
+  """The serialized examples of one tfds file; where training opens every one it reads."""
+  return tfds.core.file_adapters.ADAPTER_FOR_FORMAT[file_format].make_tf_data(filename)
+
+
+def _tfds_files(builder: tfds.core.DatasetBuilder, process_split: tfds.typing.SplitArg,
+                parse: Callable[[tf.Tensor], Features]) -> Files:
+  """This process's part of a prepared split as tfds lays it out: a slice of each of some files."""
+  instructions = builder.info.splits[process_split].file_instructions
+  filenames = tf.constant([instruction.filename for instruction in instructions])
+  starts = tf.constant([instruction.skip for instruction in instructions], tf.int64)
+  sizes = tuple(instruction.take for instruction in instructions)
+  takes = tf.constant(sizes, tf.int64)
+
+  def read(index: tf.Tensor, skip: tf.Tensor) -> tf.data.Dataset:
+    records = _open_records(builder.info.file_format, filenames[index])
+    return records.skip(starts[index] + skip).take(takes[index] - skip).map(parse)
+
+  return Files(sizes=sizes, read=read)
 
 
 def _in_memory(
@@ -239,10 +281,10 @@ def _mnist5k(data_config: ml_collections.ConfigDict, split: str) -> Source:
   return _in_memory(_train_test(images, table[:, -1], _MNIST5K_TEST_SIZE), split, "mnist5k")
 
 
-def read_idx(path: pathlib.Path) -> np.ndarray:
-  """Reads a gzipped IDX file of unsigned bytes (the MNIST format) into an array."""
-  with gzip.open(path, "rb") as f:
-    data = f.read()
+def read_idx(path: str) -> np.ndarray:
+  """Reads a gzipped IDX file of unsigned bytes (the MNIST format), local or gs://, into an array."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = gzip.decompress(f.read())
   if len(data) < 4 or data[:3] != b"\x00\x00\x08":
     raise ValueError(f"{path} is not an IDX file of unsigned bytes (header {data[:4].hex()}).")
   ndim = data[3]
@@ -255,13 +297,13 @@ def read_idx(path: pathlib.Path) -> np.ndarray:
 
 def _fashion_mnist(data_config: ml_collections.ConfigDict, split: str) -> Source:
   """Fashion-MNIST from its IDX files (Debian's dataset-fashion-mnist): 60k train, 10k test."""
-  folder = pathlib.Path(data_config.data_dir or FASHION_MNIST_DIR)
+  folder = (data_config.data_dir or FASHION_MNIST_DIR).rstrip("/")
   name = parse_split(split, 0)[0]
   prefixes = {"train": "train", "test": "t10k"}
   if name not in prefixes:
     raise ValueError(f"Source 'fashion_mnist' has splits {sorted(prefixes)}, not {split!r}.")
-  paths = [folder / f"{prefixes[name]}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
-  missing = [str(p) for p in paths if not p.exists()]
+  paths = [f"{folder}/{prefixes[name]}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+  missing = [p for p in paths if not tf.io.gfile.exists(p)]
   if missing:
     raise FileNotFoundError(
         f"Fashion-MNIST files not found: {missing}. `apt-get install dataset-fashion-mnist` (it "
@@ -286,36 +328,49 @@ def _decode_file(path: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
 
 
-def _file_stamp(paths: list[str]) -> str:
-  """A digest of the files' names, sizes and modification times: changes when any file does."""
-  digest = hashlib.sha256()
-  for path in paths:
-    stat = epath.Path(path).stat()  # local or gs://
-    digest.update(f"{path}\0{stat.length}\0{stat.mtime}\n".encode())
-  return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=16)
-def _decodable(paths: tuple[str, ...], stamp: str) -> np.ndarray:
-  """Which files TensorFlow decodes, found by decoding each once (in parallel).
-
-  Memoised on the files' `stamp`: the train loop loads a split several times (sizes, training,
-  every evaluation), and a large folder should be decoded through once, not at each evaluation.
-  """
-  del stamp  # part of the cache key only
+def _decodable(paths: list[str]) -> np.ndarray:
+  """Which files TensorFlow decodes, found by decoding each once (in parallel): bool [len(paths)]."""
   ok = np.zeros(len(paths), bool)
   if paths:
-    dataset = tf.data.Dataset.from_tensor_slices(list(paths)).enumerate().map(
+    dataset = tf.data.Dataset.from_tensor_slices(paths).enumerate().map(
         lambda i, path: (i, tf.shape(_decode_file(path))), num_parallel_calls=tf.data.AUTOTUNE)
     for i, _ in dataset.ignore_errors().as_numpy_iterator():
       ok[i] = True
-  ok.flags.writeable = False
   return ok
 
 
-def _image_files(class_dir: pathlib.Path) -> list[pathlib.Path]:
-  """The files of one class folder (none if it is missing), hidden files left out, sorted."""
-  return sorted(p for p in class_dir.glob("*") if p.is_file() and not p.name.startswith("."))
+def _unreadable(root: str, names: list[str], index_dir: str, split_name: str) -> set[str]:
+  """Which of the files `root/<name>` TensorFlow cannot decode: decoded through once, then read
+  from an index, `<index_dir>/.vit_jax_unreadable_<split>.json`.
+
+  The index lies in the data folder unless `config.dataset.image_index_dir` names another (a
+  read-only bucket): next to the data it serves every later run, host and workdir (one in a workdir
+  would be rebuilt by every new run), and it stays small whatever the folder's size, as it lists only
+  the unreadable files. It is keyed on the sorted file names, not on sizes and dates, as a stat costs
+  one request per file on gs://: adding, removing or renaming a file checks the folder again, a file
+  rewritten under the same name is not checked again (delete the index to force it). Every process
+  that finds no valid index checks the folder itself (all need the answer at once); process 0 alone
+  writes the index, through a temporary file so that no reader sees half of it.
+  """
+  digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+  index_path = tf.io.gfile.join(index_dir, f".vit_jax_unreadable_{split_name}.json")
+  if tf.io.gfile.exists(index_path):
+    with tf.io.gfile.GFile(index_path) as f:
+      index = json.load(f)
+    if index.get("files_digest") == digest:
+      return set(index["unreadable"])
+  ok = _decodable([tf.io.gfile.join(root, name) for name in names])
+  unreadable = [name for name, good in zip(names, ok) if not good]
+  if jax.process_index() == 0:
+    try:
+      with tf.io.gfile.GFile(index_path + ".tmp", "w") as f:
+        json.dump({"files_digest": digest, "num_files": len(names), "unreadable": unreadable}, f)
+      tf.io.gfile.rename(index_path + ".tmp", index_path, overwrite=True)
+    except tf.errors.OpError as e:
+      logging.warning("Image folder %s: cannot write the index of unreadable files %s (%s), so "
+                      "every start decodes the folder again: set config.dataset.image_index_dir "
+                      "to a writable folder.", root, index_path, e.message)
+  return set(unreadable)
 
 
 def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
@@ -323,8 +378,9 @@ def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
 
   Class names are the union over all split folders, so a class missing from one split does not
   shift the others. Files are put in a fixed shuffled order before slicing, so "train[:10%]" holds
-  all classes. Unreadable files are found up front and skipped (and counted) or raise, as
-  `config.dataset.on_bad_image` says.
+  all classes. Folders are read through tf.io.gfile (local or gs://), listed with one glob.
+  Unreadable files are skipped (and counted) or raise, as `config.dataset.on_bad_image` says; they
+  are found by decoding the folder once, then read from an index (`_unreadable`).
   """
   if data_config.on_bad_image not in ("skip", "fail"):
     raise ValueError(
@@ -332,38 +388,50 @@ def _image_folder(data_config: ml_collections.ConfigDict, split: str) -> Source:
   if not data_config.data_dir:
     raise ValueError("Source 'image_folder' needs config.dataset.data_dir: the folder that holds "
                      "the split folders (train/, test/), each with one folder per class.")
-  root = epath.Path(data_config.data_dir)  # local or gs://
+  root = data_config.data_dir.rstrip("/")
   name = parse_split(split, 0)[0]
-  split_dirs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
-  if root / name not in split_dirs:
+  split_names = sorted(entry.rstrip("/") for entry in tf.io.gfile.listdir(root)
+                       if not entry.startswith(".") and tf.io.gfile.isdir(
+                           tf.io.gfile.join(root, entry))) if tf.io.gfile.isdir(root) else []
+  if name not in split_names:
     raise FileNotFoundError(f"Image folder {root} has no split folder {name!r} (split {split!r}); "
-                            f"it has {[p.name for p in split_dirs]}.")
-  classes = sorted({c.name for d in split_dirs for c in d.iterdir() if c.is_dir()})
-  files = {(d.name, c): _image_files(d / c) for d in split_dirs for c in classes}
-  never_filled = [c for c in classes if not any(files[d.name, c] for d in split_dirs)]
+                            f"it has {split_names}.")
+  files = collections.defaultdict(list)  # (split, class) -> file names relative to root, sorted
+  for path in sorted(tf.io.gfile.glob(tf.io.gfile.join(root, "*", "*", "*"))):
+    relative = path[len(root) + 1:]
+    split_name, class_name, file_name = relative.split("/")
+    if split_name in split_names and not (class_name.startswith(".") or file_name.startswith(".")):
+      files[split_name, class_name].append(relative)
+  classes = sorted({class_name for _, class_name in files})
+  listed = {entry.rstrip("/") for split_name in split_names
+            for entry in tf.io.gfile.listdir(tf.io.gfile.join(root, split_name))}
+  never_filled = sorted(entry for entry in listed - set(classes) if not entry.startswith(".") and any(
+      tf.io.gfile.isdir(tf.io.gfile.join(root, split_name, entry)) for split_name in split_names))
   if never_filled:
     raise ValueError(f"Image folder {root}: class folders {never_filled} hold no files in any split "
-                     f"({[d.name for d in split_dirs]}), yet each would count as a class: add "
-                     "images to them or remove them.")
+                     f"({split_names}), yet each would count as a class: add images to them or "
+                     "remove them.")
   empty_here = [c for c in classes if not files[name, c]]
   if empty_here:
     logging.warning("Image folder %s: split %r has no files for classes %s (they exist in other "
                     "splits).", root, name, empty_here)
-  paths, labels = [], []
+  names, labels = [], []
   for label, class_name in enumerate(classes):
-    paths += [str(p) for p in files[name, class_name]]
+    names += files[name, class_name]
     labels += [label] * len(files[name, class_name])
 
-  ok = _decodable(tuple(paths), _file_stamp(paths))
-  bad = [p for p, good in zip(paths, ok) if not good]
+  unreadable = _unreadable(root, names, data_config.get("image_index_dir") or root, name)
+  bad = [tf.io.gfile.join(root, n) for n in names if n in unreadable]
   if bad and data_config.on_bad_image == "fail":
-    raise ValueError(f"Cannot decode image {bad[0]} ({len(bad)} unreadable in {root / name}); "
+    raise ValueError(f"Cannot decode image {bad[0]} ({len(bad)} unreadable in {root}/{name}); "
                      "set config.dataset.on_bad_image='skip' to leave such files out.")
   if bad:
-    logging.warning("Image folder %s: skipped %d unreadable of %d files: %s%s",
-                    root / name, len(bad), len(paths), ", ".join(bad[:10]),
+    logging.warning("Image folder %s/%s: skipped %d unreadable of %d files: %s%s",
+                    root, name, len(bad), len(names), ", ".join(bad[:10]),
                     " ..." if len(bad) > 10 else "")
-  paths, labels = np.array(paths, dtype=str)[ok], np.array(labels, np.int64)[ok]
+  ok = np.array([n not in unreadable for n in names], bool)
+  paths = np.array([tf.io.gfile.join(root, n) for n in names], dtype=str)[ok]
+  labels = np.array(labels, np.int64)[ok]
   order = np.random.default_rng(_SPLIT_SEED).permutation(len(paths))
   paths, labels = paths[order], labels[order]
 

@@ -5,9 +5,19 @@ jax.Arrays sharded along their first axis as `sharding` says: 'image' float32 [B
 [-1, 1], 'label' float32 [B, num_classes] (one-hot, or mixed by mixup), and for evaluation 'mask'
 float32 [B] (1 for real examples, 0 for the padding of the last batches).
 
-Training data order is a pure function of (seed, step): each epoch is a shuffle of this process's
-shard seeded by (seed, epoch), and a run resumed at `start_step` skips the undecoded elements before
-it, so it sees exactly the batches an unbroken run would have seen.
+Training data order is a pure function of (seed, step), so a run resumed at `start_step` sees
+exactly the batches an unbroken run would have seen. Each epoch, each process reads its own files
+(tfds shards; other sources are one file) in an order drawn from (seed, epoch, process), cuts that
+stream into blocks of `dataset.shuffle_buffer` examples and shuffles each block entirely. Resuming
+opens no file before the resume point's block, and skips undecoded the examples of the block
+before it (fewer than one block): see `_train_examples`.
+
+Keys of config.dataset read here (configs/common.py): shuffle_buffer (examples per shuffle block:
+the memory of one block of undecoded examples), parallel_files (tfds files read at once, in the same
+order as one by one; each is read ahead whole), prefetch (batches put on the devices ahead), threads
+and ram_budget_gb (tf.data's private thread pool and autotune RAM budget, for the train and the eval
+pipeline alike). The progress line reports the share of time spent waiting for input
+(metrics.Progress).
 """
 
 import collections
@@ -33,8 +43,8 @@ except RuntimeError:  # TensorFlow already ran; it may hold GPU memory that JAX 
                   "GPUs; import this module before running any TensorFlow op.")
 
 _INFINITE = np.iinfo(np.int64).max
-# Salts that keep the random streams of shuffling, augmentation and mixup apart.
-_SHUFFLE, _AUGMENT, _MIXUP = range(3)
+# Salts that keep the random streams of shuffling, augmentation, mixup and file order apart.
+_SHUFFLE, _AUGMENT, _MIXUP, _FILE_ORDER = range(4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,21 +170,15 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
       randaugment=((data_config.randaugment_layers, data_config.randaugment_magnitude)
                    if data_config.randaugment_layers else None),
       randaugment_reference_size=data_config.get("randaugment_reference_size", 0))
-  shuffle_buffer = max(1, min(data_config.shuffle_buffer, source.num_examples))
-
-  def epoch(index: tf.Tensor) -> tf.data.Dataset:
-    epoch_seed = tf.random.stateless_uniform(
-        [], seed=_seed(seed, _SHUFFLE, index), minval=None, maxval=None, dtype=tf.int64)
-    return source.dataset.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-
+  block_size = max(1, min(data_config.shuffle_buffer, source.num_examples))
   examples_decoded, decode = _decoder(source, local_batch_size)
 
   def augment(position: tf.Tensor, example: data_sources.Features) -> data_sources.Features:
     return transform(decode(example), _seed(seed, _AUGMENT, position))
 
   first_example = start_step * local_batch_size
-  first_epoch, skip = divmod(first_example, source.num_examples)
-  examples = tf.data.Dataset.range(first_epoch, _INFINITE).flat_map(epoch).skip(skip)
+  examples = _train_examples(source, seed, first_example, block_size,
+                             data_config.get("parallel_files", 1))
   examples = examples_decoded(examples)
   positions = tf.data.Dataset.range(first_example, _INFINITE)
   dataset = tf.data.Dataset.zip(positions, examples).map(
@@ -198,6 +202,57 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
     dataset = tf.data.Dataset.zip(steps, dataset).map(
         mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(data_config))
+
+
+def _train_examples(source: data_sources.Source, seed: int, first_example: int, block_size: int,
+                    parallel_files: int) -> tf.data.Dataset:
+  """This process's undecoded training elements, endless, from its `first_example`-th on.
+
+  Epoch e reads this process's files (`source.files`, else `source.dataset` as one file) in an
+  order drawn from (seed, process, e), and cuts that stream into blocks of `block_size` examples,
+  each shuffled entirely by a seed drawn from (seed, process, e, block). The block is the unit of
+  resumption: a run resumed inside one reads from the block's first example on, opens none of the
+  files before it, and skips (undecoded) the fewer than `block_size` examples of the block before
+  its resume point. `parallel_files` files are read at once, yet their examples come in the same
+  order as one by one: each file is read whole into memory while it waits its turn.
+  """
+  files = source.files or data_sources.Files(
+      sizes=(source.num_examples,), read=lambda index, skip: source.dataset.skip(skip))
+  num_files = len(files.sizes)
+  sizes = tf.constant(files.sizes, tf.int64)
+  first_epoch, position = divmod(first_example, source.num_examples)
+  block_start = position - position % block_size
+
+  def shuffled(epoch: tf.Tensor, block: tf.Tensor, window: data_sources.Features) -> tf.data.Dataset:
+    key = tf.random.experimental.stateless_fold_in(_seed(seed, _SHUFFLE, epoch), block)
+    block_seed = tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
+    return tf.data.Dataset.zip(window).shuffle(block_size, seed=block_seed)
+
+  def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+    start = tf.where(epoch == first_epoch, tf.constant(block_start, tf.int64), 0)
+    order = _file_order(num_files, seed, epoch)
+    ends = tf.cumsum(tf.gather(sizes, order))
+    passed = tf.reduce_sum(tf.cast(ends <= start, tf.int64))  # files wholly before `start`
+    skip_in_first = start - tf.concat([[0], ends], 0)[passed]
+    skips = tf.concat([[skip_in_first], tf.zeros([num_files - passed - 1], tf.int64)], 0)
+    pieces = tf.data.Dataset.from_tensor_slices((order[passed:], skips))
+    if min(parallel_files, num_files) > 1:  # one block per file: the order of `flat_map`
+      examples = pieces.interleave(
+          files.read, cycle_length=parallel_files, block_length=max(files.sizes),
+          num_parallel_calls=parallel_files, deterministic=True)
+    else:
+      examples = pieces.flat_map(files.read)
+    blocks = examples.window(block_size).enumerate(start // block_size)
+    return blocks.flat_map(lambda block, window: shuffled(epoch, block, window))
+
+  epochs = tf.data.Dataset.range(first_epoch, _INFINITE)
+  return epochs.flat_map(epoch_examples).skip(position - block_start)
+
+
+def _file_order(num_files: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+  """The order in which this process reads its files in `epoch`: int64 [num_files]."""
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(num_files, dtype=tf.int64), seed=_seed(seed, _FILE_ORDER, epoch))
 
 
 def _eval_dataset(

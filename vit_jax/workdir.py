@@ -32,7 +32,8 @@ LOCK_FILE = "run.lock"
 RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                   "eval_batch_size", "peak_flops_per_device", "mesh", "sharding", "fewshot",
                   "dataset.prefetch", "dataset.on_bad_image", "sharding_rules", "keep_checkpoint_every",
-                  "compilation_cache", "profile_steps", "dataset.threads", "dataset.ram_budget_gb")
+                  "compilation_cache", "profile_steps", "dataset.threads", "dataset.ram_budget_gb",
+                  "dataset.parallel_files", "dataset.image_index_dir")
 
 
 class WorkdirError(RuntimeError):
