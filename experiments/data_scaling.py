@@ -39,6 +39,7 @@ import json
 import pathlib
 import statistics
 import sys
+from typing import Any, Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
 
@@ -67,6 +68,7 @@ class Study:
   workdir_root: str
   eval_every: int = EVAL_EVERY
   overrides: tuple = ()
+  _evaluators: dict = dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
 
   def __post_init__(self):
     spec = design.TARGETS[self.target]
@@ -75,16 +77,23 @@ class Study:
       raise ValueError(f"--train_sizes {max(self.sizes)} is more than the {largest} training images of "
                        f"{self.target} before its validation split {spec.validation}; use at most {largest}.")
 
-  def run(self, model: str, size: int, learning_rate: float, seed: int) -> runs.Run:
-    """Trained on `train[:size]`, evaluated on the validation split, every checkpoint kept for scoring."""
+  def run(self, model: str, size: int, learning_rate: float, seed: int, *,
+          probes: bool = False) -> runs.Run:
+    """Trained on `train[:size]`, evaluated on the validation split, every checkpoint kept for scoring.
+    The runs share one compilation cache: those of a model and rate compile the same steps. Without
+    `probes` the config's few-shot probes are off: they are taken of the best checkpoint (`select`)."""
     spec = design.TARGETS[self.target]
     overrides = (("dataset.source", spec.source), ("dataset.train_split", spec.train_split(str(size))),
                  ("dataset.eval_split", spec.validation), ("optimizer.learning_rate", learning_rate),
                  ("seed", seed), ("checkpoint_every", self.eval_every),
-                 ("keep_checkpoint_every", self.eval_every))
-    return runs.Run(self.config, model,
-                    f"{self.workdir_root}/{model}-{size}-lr{learning_rate:g}-seed{seed}",
-                    overrides + tuple(self.overrides))
+                 ("keep_checkpoint_every", self.eval_every),
+                 ("compilation_cache", f"{self.workdir_root}/compilation_cache"))
+    run = runs.Run(self.config, model,
+                   f"{self.workdir_root}/{model}-{size}-lr{learning_rate:g}-seed{seed}",
+                   overrides + tuple(self.overrides))
+    if probes or not run.config().get("fewshot"):
+      return run
+    return dataclasses.replace(run, overrides=run.overrides + (("fewshot.shots", ()),))
 
   def sweep_size(self, size: int) -> int:
     """The swept size whose rate `size` uses: the smallest or the largest, the nearer in log scale."""
@@ -121,16 +130,26 @@ class Study:
     every, total = config.checkpoint_every, config.total_steps
     params = {step: workdir_lib.load_params(run.workdir, step=step)[1]
               for step in sorted(set(range(every, total + 1, every)) | {total})}
-    score = scoring.make_scorer(config, design.TARGETS[self.target].validation)
-    validation = {step: score(p) for step, p in params.items()}
+    score = self.evaluator(run.arg, design.TARGETS[self.target].validation)
+    validation = {step: score(p)["accuracy"] for step, p in params.items()}
     best = max(validation, key=validation.__getitem__)
-    test = scoring.make_evaluator(config, TEST_SPLIT)(params[best])
+    test = self.evaluator(run.arg, TEST_SPLIT)(params[best])
     selection = dict(best_step=best, validation_accuracy=validation[best], test=test,
                      validation={str(step): accuracy for step, accuracy in validation.items()})
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(selection, indent=2, sort_keys=True))
     partial.replace(path)
     return selection
+
+  def evaluator(self, model: str, split: str) -> Callable[[Any], dict[str, float]]:
+    """f(params) -> metrics of `model` on `split` (with the config's few-shot probes on the test split
+    only), built once: the runs of a model differ in nothing their evaluation reads."""
+    if (model, split) not in self._evaluators:
+      config = self.run(model, self.sizes[0], self.learning_rates[0], self.seeds[0],
+                        probes=True).config()
+      self._evaluators[model, split] = scoring.make_evaluator(config, split,
+                                                              probes=split == TEST_SPLIT)
+    return self._evaluators[model, split]
 
   def points(self) -> list[tuple[str, int]]:
     return [(model, size) for model in self.models for size in self.sizes]
@@ -225,7 +244,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     design.write_csv(rows, output / "data_scaling.csv")
-    config = study.run(study.models[0], study.sizes[0], study.learning_rates[0], study.seeds[0]).config()
+    config = study.run(study.models[0], study.sizes[0], study.learning_rates[0], study.seeds[0],
+                       probes=True).config()
     probes = config.get("fewshot") or {}
     fewshot_source = (probes.get("dataset") or {}).get("source")
     plot(rows, output / "data_scaling.png",

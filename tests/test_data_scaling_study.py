@@ -12,11 +12,11 @@ from experiments import scoring
 from vit_jax import train
 from vit_jax import workdir as workdir_lib
 
-VALIDATION = "train[3500:]"  # mnist5k's, cut from its training split
+VALIDATION = "train[1200:]"  # digits', cut from its training split
 
 
 def make_study(root: pathlib.Path, **changes) -> data_scaling.Study:
-  settings = dict(config="fashion_mnist", target="mnist5k", models=("vit_tiny",), sizes=(32, 64),
+  settings = dict(config="fashion_mnist", target="digits", models=("vit_tiny",), sizes=(32, 64),
                   learning_rates=(0.001, 0.003), seeds=(0, 1), workdir_root=str(root))
   return data_scaling.Study(**{**settings, **changes})
 
@@ -32,21 +32,21 @@ def finish(run, *, validation: float, test: float, best_step: int = 4) -> None:
 
 def test_runs_train_before_the_validation_split_and_evaluate_on_it(tmp_path):
   config = make_study(tmp_path).run("vit_tiny", 64, 0.003, 1).config()
-  assert (config.dataset.source, config.dataset.train_split) == ("mnist5k", "train[:64]")
+  assert (config.dataset.source, config.dataset.train_split) == ("digits", "train[:64]")
   assert config.dataset.eval_split == VALIDATION
   assert (config.optimizer.learning_rate, config.seed) == (0.003, 1)
   assert config.checkpoint_every == config.keep_checkpoint_every == data_scaling.EVAL_EVERY
 
 
 def test_training_sizes_that_reach_into_the_validation_split_are_refused(tmp_path):
-  with pytest.raises(ValueError, match=r"3501 is more than the 3500 .* train\[3500:\]"):
-    make_study(tmp_path, sizes=(32, 3501))
+  with pytest.raises(ValueError, match=r"1201 is more than the 1200 .* train\[1200:\]"):
+    make_study(tmp_path, sizes=(32, 1201))
 
 
 def test_middle_sizes_take_the_rate_of_the_nearer_swept_size_in_log_scale(tmp_path):
-  study = make_study(tmp_path, sizes=(1000, 1800, 1900, 3500))  # sqrt(1000 * 3500) = 1871
-  assert [study.sweep_size(n) for n in study.sizes] == [1000, 1000, 3500, 3500]
-  assert {run.config().dataset.train_split for run in study.sweep("vit_tiny", 1800)} == {"train[:1000]"}
+  study = make_study(tmp_path, sizes=(100, 190, 210, 400))  # sqrt(100 * 400) = 200
+  assert [study.sweep_size(n) for n in study.sizes] == [100, 100, 400, 400]
+  assert {run.config().dataset.train_split for run in study.sweep("vit_tiny", 190)} == {"train[:100]"}
 
 
 def test_rate_is_chosen_on_validation_and_reported_on_test(tmp_path):
@@ -75,13 +75,12 @@ def test_checkpoint_is_chosen_on_validation_and_only_it_is_tested(tmp_path, monk
   loaded, scored = [], []
   monkeypatch.setattr(workdir_lib, "load_params",
                       lambda workdir, step: (loaded.append(step), (None, step))[1])
-  validation = {100: .5, 200: .7, 300: .6, 400: .6, 500: .7, 600: .6}
-  monkeypatch.setattr(scoring, "make_scorer", lambda config, split: (
-      scored.append(split), validation.__getitem__)[1])
-  monkeypatch.setattr(scoring, "make_evaluator", lambda config, split: (
-      scored.append(split), lambda step: {"accuracy": {300: .9}.get(step, .4)})[1])
+  accuracies = {VALIDATION: {100: .5, 200: .7, 300: .6, 400: .6, 500: .7, 600: .6},
+                "test": {100: .4, 200: .4, 300: .9, 400: .4, 500: .4, 600: .4}}
+  monkeypatch.setattr(scoring, "make_evaluator", lambda config, split, probes: (
+      scored.append((split, probes)), lambda step: {"accuracy": accuracies[split][step]})[1])
   selection = study.select(run)
-  assert loaded == [100, 200, 300, 400, 500, 600] and scored == [VALIDATION, "test"]
+  assert loaded == [100, 200, 300, 400, 500, 600] and scored == [(VALIDATION, False), ("test", True)]
   assert selection["best_step"] == 200  # the earliest of the validation split's best
   assert selection["validation_accuracy"] == .7 and selection["test"] == {"accuracy": .4}
   assert study.select(run) == selection and len(scored) == 2  # kept in the workdir, scored once
@@ -92,13 +91,13 @@ def no_training(*args, **kwargs):
 
 
 MINI = ["model.transformer.num_layers=1", "total_steps=4", "batch_size=16", "eval_batch_size=96",
-        "optimizer.warmup_steps=1", "log_every=2", "fewshot.dataset.train_split=train[:192]",
-        "fewshot.dataset.eval_split=test[:96]", "fewshot.batch_size=96", "fewshot.shots=(10,)",
-        "fewshot.seeds=1"]
+        "optimizer.warmup_steps=1", "log_every=2", "fewshot.dataset.source=digits",
+        "fewshot.dataset.train_split=train[:192]", "fewshot.dataset.eval_split=test[:96]",
+        "fewshot.batch_size=96", "fewshot.shots=(10,)", "fewshot.seeds=1"]
 
 
 def study_args(root: pathlib.Path, output: pathlib.Path, seeds: int) -> list[str]:
-  return ["--target", "mnist5k", "--models", "vit_tiny", "--train_sizes", "32", "64",
+  return ["--target", "digits", "--models", "vit_tiny", "--train_sizes", "32", "64",
           "--seeds", str(seeds), "--learning_rates", "0.001", "0.003", "--eval_every", "2",
           "--workdir_root", str(root), "--output_dir", str(output), "--override", *MINI]
 
@@ -106,8 +105,8 @@ def study_args(root: pathlib.Path, output: pathlib.Path, seeds: int) -> list[str
 @pytest.mark.slow
 def test_study_in_miniature_chooses_on_validation_resumes_and_prints_what_can_start(
     tmp_path, monkeypatch, capsys):
-  # The Fashion-MNIST recipe on MNIST-5k images (which CI always has): 1 model, 2 sizes, 2 rates,
-  # 2 seeds: 2 x 2 sweep runs (seed 0), then seed 1 of each size at its chosen rate.
+  # The Fashion-MNIST recipe on scikit-learn digits (CI always has them; they load fast): 1 model,
+  # 2 sizes, 2 rates, 2 seeds: 2 x 2 sweep runs (seed 0), then seed 1 of each size at its chosen rate.
   root, output = tmp_path / "runs", tmp_path / "results"
   args = study_args(root, output, seeds=2)
   data_scaling.main(args + ["--print_only"])
@@ -139,6 +138,11 @@ def test_study_in_miniature_chooses_on_validation_resumes_and_prints_what_can_st
     tests = [s["test"]["accuracy"] for s in selections]
     assert row["accuracy"] == pytest.approx(sum(tests) / 2, abs=1e-4)
     assert row["accuracy_std"] == pytest.approx(abs(tests[0] - tests[1]) / 2 ** .5, abs=1e-4)
+  workdir = study.sweep("vit_tiny", 32)[0].workdir  # every scored checkpoint is kept
+  (_, early), (_, last) = workdir_lib.load_params(workdir, step=2), workdir_lib.load_params(workdir)
+  assert (early["head"]["kernel"] != last["head"]["kernel"]).any()
+  with pytest.raises(FileNotFoundError, match=r"No checkpoint of step 3 .* its steps: \[2, 4\]"):
+    workdir_lib.load_params(workdir, step=3)
   assert (output / "data_scaling.png").read_bytes()[:4] == b"\x89PNG"
   assert len(bars) == 2 and bars[0][0] == [32, 64]  # accuracy, then the 10-shot probe
   assert bars[0][1] == pytest.approx([100 * r["accuracy_std"] for r in rows])
