@@ -27,7 +27,8 @@ The real study, on Fashion-MNIST (Debian package dataset-fashion-mnist): 3 model
 Estimated 65 minutes on 2 quiet CPU cores, from the previous design's step times (vit_tiny 0.07 s,
 vit_small 0.2 s, ResNet 0.23 s a step) plus ~10 s start/compile/evaluation and ~5-10 s scoring a run:
 runs of ~57 s (vit_tiny), ~140 s (vit_small), ~160 s (ResNet). Each further size costs 3 runs per model
-(~18 minutes: `--train_sizes 1000 4000 15000 58000` ~83 minutes).
+(~18 minutes: `--train_sizes 1000 4000 15000 58000` ~83 minutes; 3 seeds at 4 sizes alone cost ~71, hence
+the 3 default sizes). 7,500 takes the rate chosen at 1,000 (7,500 < sqrt(1,000 x 58,000) = 7,616).
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --output_dir=experiments/results
 One launch command per run that can start (for a cluster), then collect with the first command:
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --print_only
@@ -74,8 +75,9 @@ class Study:
     spec = design.TARGETS[self.target]
     largest = spec.num_train("full")
     if max(self.sizes) > largest:
-      raise ValueError(f"--train_sizes {max(self.sizes)} is more than the {largest} training images of "
-                       f"{self.target} before its validation split {spec.validation}; use at most {largest}.")
+      raise ValueError(f"--train_sizes {max(self.sizes)} is more than the {largest} training images "
+                       f"of {self.target} before its validation split {spec.validation}; use at most "
+                       f"{largest}.")
 
   def run(self, model: str, size: int, learning_rate: float, seed: int, *,
           probes: bool = False) -> runs.Run:
@@ -173,9 +175,9 @@ def collect(study: Study) -> list[dict]:
       continue
     tests = [s["test"] for s in selections]
     accuracy = design.mean_std([t["accuracy"] for t in tests])
+    validation = statistics.fmean(s["validation_accuracy"] for s in selections)
     row = dict(model=model, train_size=size, accuracy=round(accuracy[0], 4),
-               accuracy_std=round(accuracy[1], 4),
-               validation_accuracy=round(statistics.fmean(s["validation_accuracy"] for s in selections), 4),
+               accuracy_std=round(accuracy[1], 4), validation_accuracy=round(validation, 4),
                learning_rate=study.best_learning_rate(model, size),
                best_step=statistics.median_low(s["best_step"] for s in selections))
     shots = sorted((k for k in tests[0] if k.startswith("fewshot_")),
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   parser.add_argument("--config", default="fashion_mnist",
                       help="Experiment config under configs/ whose arg names the model.")
   parser.add_argument("--target", default="fashion_mnist", choices=list(design.TARGETS),
-                      help="The data set: its source, and the validation split cut from its train split.")
+                      help="The data set: its source, and its validation split (design.TARGETS).")
   parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
   parser.add_argument("--train_sizes", type=int, nargs="+", default=list(DEFAULT_SIZES))
   parser.add_argument("--learning_rates", type=float, nargs="+", default=list(DEFAULT_LEARNING_RATES))
@@ -251,7 +253,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     plot(rows, output / "data_scaling.png",
          f"{args.target}: best-validation checkpoint of {config.total_steps} steps, mean ± std of "
          f"{len(study.seeds)} seeds",
-         f"on {fewshot_source} ({probes.get('protocol', 'big_vision')} protocol)" if fewshot_source else "")
+         f"on {fewshot_source} ({probes.get('protocol', 'big_vision')} protocol)"
+         if fewshot_source else "")
     print(f"{len(rows)} of {len(study.points())} points finished; wrote {output}/data_scaling.csv "
           "and .png", file=sys.stderr)
   return rows
