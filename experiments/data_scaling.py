@@ -25,7 +25,7 @@ checkpoints are not scored again. --print_only prints the launch command of each
 The real study, on Fashion-MNIST (Debian package dataset-fashion-mnist): 3 models x 3 sizes (1,000,
 7,500, 58,000), 2 rates, 3 seeds: 11 runs per model (4 at each swept size, 3 at 7,500), 33 in all.
 Estimated 65 minutes on 2 quiet CPU cores, from the previous design's step times (vit_tiny 0.07 s,
-vit_small 0.2 s, ResNet 0.23 s a step) plus ~10 s start/compile/evaluation and ~5-10 s scoring a run:
+vit_small 0.2 s, ResNet 0.23 s a step) plus ~10 s start/compile/evaluation and ~5-15 s scoring a run:
 runs of ~57 s (vit_tiny), ~140 s (vit_small), ~160 s (ResNet). Each further size costs 3 runs per model
 (~18 minutes: `--train_sizes 1000 4000 15000 58000` ~83 minutes; 3 seeds at 4 sizes alone cost ~71, hence
 the 3 default sizes). 7,500 takes the rate chosen at 1,000 (7,500 < sqrt(1,000 x 58,000) = 7,616).
