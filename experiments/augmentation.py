@@ -24,7 +24,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
 
-from experiments import data_scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import design  # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_MODELS = ("vit_tiny", "vit_small")
@@ -39,26 +39,27 @@ COMMON = (("fewshot.shots", ()),)
 
 
 def study_runs(models: list[str], sizes: list[int], seeds: list[int], workdir_root: str,
-               overrides: tuple = ()) -> dict[tuple[str, int], list[runs.Run]]:
-  """(variant, seed) -> the data-scaling study's runs of `models` x `sizes` with that variant."""
-  return {(variant, seed): data_scaling.study_runs(
-      "fashion_mnist", models, sizes, f"{workdir_root}/{variant}-seed{seed}",
-      COMMON + extra + (("seed", seed),) + tuple(overrides))
-          for seed in seeds for variant, extra in VARIANTS.items()}
+               overrides: tuple = ()) -> dict[tuple[str, int, str, int], runs.Run]:
+  """(variant, seed, model, size) -> its run of the data-scaling recipe on `train[:size]`."""
+  return {(variant, seed, model, size): runs.Run(
+      "fashion_mnist", model, f"{workdir_root}/{variant}-seed{seed}/{model}-{size}",
+      (("dataset.train_split", f"train[:{size}]"),) + COMMON + extra + (("seed", seed),)
+      + tuple(overrides))
+          for seed in seeds for variant, extra in VARIANTS.items()
+          for model in models for size in sizes}
 
 
-def collect(study: dict[tuple[str, int], list[runs.Run]]) -> list[dict]:
+def collect(study: dict[tuple[str, int, str, int], runs.Run]) -> list[dict]:
   """One row per finished run (and an `ema` row per finished baseline run)."""
   rows = []
-  for (variant, seed), group in study.items():
-    for run in group:
-      row = next(iter(data_scaling.collect([run])), None)
-      if row is None:
-        continue
-      base = dict(model=row["model"], train_images=row["train_size"], seed=seed)
-      rows.append(dict(base, variant=variant, accuracy=round(row["accuracy"], 4)))
-      if variant == "baseline":
-        rows.append(dict(base, variant="ema", accuracy=round(run.results()["ema_accuracy"], 4)))
+  for (variant, seed, model, size), run in study.items():
+    results = run.results()
+    if results is None:
+      continue
+    base = dict(model=model, train_images=size, seed=seed)
+    rows.append(dict(base, variant=variant, accuracy=round(results["accuracy"], 4)))
+    if variant == "baseline":
+      rows.append(dict(base, variant="ema", accuracy=round(results["ema_accuracy"], 4)))
   return rows
 
 
@@ -90,12 +91,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
   runs.log_progress()
   study = study_runs(args.models, args.train_sizes, args.seeds, args.workdir_root,
                      runs.parse_overrides(args.override))
-  runs.execute([run for group in study.values() for run in group], print_only=args.print_only)
+  runs.execute(study.values(), print_only=args.print_only)
   rows = collect(study)
   if rows:
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    data_scaling.write_csv(rows, output / "augmentation.csv")
+    design.write_csv(rows, output / "augmentation.csv")
     (output / "augmentation.md").write_text(markdown(rows))
     print((output / "augmentation.md").read_text())
   return rows

@@ -35,6 +35,7 @@ from typing import Any
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
 
 from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import scoring  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 COLUMNS = ("name", "kind", "accuracy", "held_out_accuracy")
 
@@ -50,28 +51,12 @@ def study_runs(config: str, arg: str, init_checkpoint: str, learning_rates: list
           for lr in learning_rates for seed in seeds for augment in augments]
 
 
-def make_scorer(config: Any, split: str):
-  """f(params) -> accuracy of `config`'s model on `split` of its data set (the eval transform)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
-  from vit_jax import train  # pylint: disable=g-import-not-at-top
-
-  config = config.copy_and_resolve_references()
-  config.dataset.eval_split = split
-  mesh = sharding.create_mesh(config.mesh)
-  model = train.create_model(config)
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jax.numpy.zeros((1,) + (config.dataset.image_size,) * 2 + (3,)))["params"])
-  params_sharding = sharding.tree_shardings(shapes, mesh, config.sharding)
-  evaluator = train.make_evaluator(config, model, mesh, params_sharding)
-  return lambda params: evaluator(jax.device_put(params, params_sharding))["accuracy"]
-
-
 def build_soups(config: Any, ingredients: dict[str, Any], held_out_split: str) -> list[dict]:
   """Rows of model_soup.csv for `ingredients` (name -> params) of one model and data set."""
   from vit_jax import soup  # pylint: disable=g-import-not-at-top
 
-  held_out, test = make_scorer(config, held_out_split), make_scorer(config, config.dataset.eval_split)
+  held_out = scoring.make_scorer(config, held_out_split)
+  test = scoring.make_scorer(config, config.dataset.eval_split)
   names, params = list(ingredients), list(ingredients.values())
   held_out_accuracies = [held_out(p) for p in params]
   rows = [dict(name=n, kind="ingredient", accuracy=test(p), held_out_accuracy=h)

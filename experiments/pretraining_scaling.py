@@ -33,12 +33,11 @@ of 300 steps in 180 s and each fine-tuning run in 30-35 s, which scales to these
 import argparse
 import dataclasses
 import pathlib
-import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
 
-from experiments import data_scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import design  # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_MODELS = ("vit_tiny", "vit_small", "resnet")
@@ -51,27 +50,6 @@ FINETUNE_EPOCHS = 5
 FEWSHOT_SHOTS = 10
 TARGET_BATCH_SIZE = 128  # configs/fashion_mnist.py's: fine-tuning steps = epochs x images / this
 SCRATCH = "scratch"
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-  """A real data set to transfer to: its validation split is cut from the end of its train split."""
-  source: str
-  full_train: str  # the training split at full size (all but the validation examples)
-  validation: str
-
-  def train_split(self, size: str) -> str:
-    return self.full_train if size == "full" else f"train[:{int(size)}]"
-
-  def num_train(self, size: str) -> int:
-    return int(self.full_train.removeprefix("train[:").rstrip("]")) if size == "full" else int(size)
-
-
-TARGETS = {
-    "digits": Target("digits", "train[:1200]", "train[1200:]"),  # 1,497 train images in all
-    "mnist5k": Target("mnist5k", "train[:3500]", "train[3500:]"),  # 4,000
-    "fashion_mnist": Target("fashion_mnist", "train[:58000]", "train[58000:]"),  # 60,000
-}
 
 
 def size_name(pretrain_images: int) -> str:
@@ -107,7 +85,7 @@ class Study:
   def finetune(self, model: str, init: str, target: str, size: str, *, learning_rate: float,
                seed: int, validation: bool) -> runs.Run:
     """`init`: SCRATCH or a pretraining size name; on the validation split (sweep) or the test split."""
-    spec = TARGETS[target]
+    spec = design.TARGETS[target]
     steps = max(1, round(self.finetune_epochs * spec.num_train(size) / TARGET_BATCH_SIZE))
     overrides = [("dataset.source", spec.source), ("dataset.train_split", spec.train_split(size)),
                  ("dataset.eval_split", spec.validation if validation else "test"),
@@ -136,9 +114,8 @@ class Study:
   def best_learning_rate(self, model: str, init: str, target: str, size: str) -> float | None:
     """The sweep's rate of highest validation accuracy, or None while a sweep run is unfinished."""
     results = [run.results() for run in self.sweep(model, init, target, size)]
-    if any(r is None for r in results):
-      return None
-    return max(zip(results, self.learning_rates), key=lambda pair: pair[0]["accuracy"])[1]
+    return design.best_learning_rate({lr: None if r is None else r["accuracy"]
+                                      for lr, r in zip(self.learning_rates, results)})
 
   def final(self, model: str, init: str, target: str, size: str) -> list[runs.Run] | None:
     learning_rate = self.best_learning_rate(model, init, target, size)
@@ -186,7 +163,7 @@ def fewshot_probe(study: Study, model: str, init: str, target: str, seed: int) -
   scratch = study.finetune(model, SCRATCH, target, study.target_sizes[0], learning_rate=0.0,
                            seed=seed, validation=False).config()
   data = ml_collections.ConfigDict(scratch.dataset.to_dict())
-  data.update(train_split=TARGETS[target].train_split(study.target_sizes[0]), eval_split="test")
+  data.update(train_split=design.TARGETS[target].train_split(study.target_sizes[0]), eval_split="test")
   settings = dict(shots=(FEWSHOT_SHOTS,), seeds=5, batch_size=512)  # big_vision's protocol
   key = f"fewshot_{FEWSHOT_SHOTS}shot"
   if init != SCRATCH:
@@ -199,10 +176,6 @@ def fewshot_probe(study: Study, model: str, init: str, target: str, seed: int) -
   return fewshot.Evaluator(scratch.model, data, mesh, **settings)(params)[key]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-  return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def collect(study: Study) -> list[dict]:
   """One row per (model, pretrain_images, target at a size) whose runs are all finished."""
   rows = []
@@ -211,14 +184,14 @@ def collect(study: Study) -> list[dict]:
     scratch = [r.results() for r in scratch_runs or []]
     if not scratch or any(r is None for r in scratch):
       continue
-    scratch_accuracy = _mean_std([r["accuracy"] for r in scratch])
-    scratch_probe = _mean_std([fewshot_probe(study, model, SCRATCH, target, s) for s in study.seeds])
+    scratch_accuracy = design.mean_std([r["accuracy"] for r in scratch])
+    scratch_probe = design.mean_std([fewshot_probe(study, model, SCRATCH, target, s) for s in study.seeds])
     for pretrain_images in study.pretrain_sizes:
       init = size_name(pretrain_images)
       finals = [r.results() for r in study.final(model, init, target, size) or []]
       if not finals or any(r is None for r in finals):
         continue
-      accuracy = _mean_std([r["accuracy"] for r in finals])
+      accuracy = design.mean_std([r["accuracy"] for r in finals])
       probe = fewshot_probe(study, model, init, target, study.seeds[0])
       rows.append(dict(
           model=model, pretrain_images=pretrain_images,
@@ -250,9 +223,8 @@ def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
       if not points:
         continue
       xs = [x for x, _ in points]
-      ax.errorbar(xs, [100 * r["accuracy"] for _, r in points],
-                  yerr=[100 * r["accuracy_std"] for _, r in points], fmt="o-", color=f"C{i}",
-                  capsize=3, label=f"{model}: fine-tuned")
+      design.errorbar(ax, xs, [r for _, r in points], "accuracy", fmt="o-", color=f"C{i}",
+                      label=f"{model}: fine-tuned")
       scratch = points[0][1]
       ax.axhline(100 * scratch["scratch_accuracy"], color=f"C{i}", linestyle=":",
                  label=f"{model}: from scratch (mean; band ± std)")
@@ -282,7 +254,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, models, pretrain_sizes, ta
   parser.add_argument("--pretrain_sizes", type=int, nargs="+", default=list(pretrain_sizes),
                       help="Pretraining images (100 categories x N/100 instances); 0: unlimited.")
   parser.add_argument("--family", default="fractal", choices=("fractal", "contours"))
-  parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+  parser.add_argument("--targets", nargs="+", default=list(design.TARGETS), choices=list(design.TARGETS))
   parser.add_argument("--target_sizes", nargs="+", default=list(target_sizes),
                       help="Target training images: counts, or 'full'.")
   parser.add_argument("--learning_rates", type=float, nargs="+",
@@ -320,7 +292,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   if rows:
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    data_scaling.write_csv(rows, output / "pretraining_scaling.csv")
+    design.write_csv(rows, output / "pretraining_scaling.csv")
     plot(rows, output / "pretraining_scaling.png",
          f"Fine-tuning after {study.family} pretraining ({study.pretrain_steps} steps each)")
     print(f"{len(rows)} rows; wrote {output}/pretraining_scaling.csv and .png", file=sys.stderr)

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable without installing
 
-from experiments import data_scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import design  # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import pretraining_scaling  # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   if rows:
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    data_scaling.write_csv(rows, output / "transfer_study.csv")
+    design.write_csv(rows, output / "transfer_study.csv")
     (output / "transfer_study.md").write_text(markdown(rows, study))
     print((output / "transfer_study.md").read_text())
   return rows

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import pytest
 
 from configs import fashion_mnist
-from experiments import data_scaling
 from experiments import pretraining_scaling
 from experiments import transfer_study
 from experiments import transfer_table
@@ -31,30 +30,6 @@ def write_results(workdir, accuracy):
 
 def no_training(*args, **kwargs):
   raise AssertionError("A finished run was trained again.")
-
-
-@pytest.mark.slow
-def test_data_scaling_collects_every_run_once_and_plots(tmp_path, monkeypatch, capsys):
-  # The Fashion-MNIST config (with its few-shot probes) on MNIST-5k images, which CI always has.
-  args = ["--models", "vit_tiny", "vit_small", "--train_sizes", "32", "64",
-          "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "results"),
-          "--override", "dataset.source=mnist5k", *MINI, *FEWSHOT_MINI]
-  rows = data_scaling.main(args)
-  assert [(r["model"], r["train_size"]) for r in rows] == [
-      ("vit_tiny", 32), ("vit_tiny", 64), ("vit_small", 32), ("vit_small", 64)]
-  assert all(0. <= r["accuracy"] <= 1. and 0. <= r["fewshot_2shot"] <= 1. for r in rows)
-  csv_lines = (tmp_path / "results" / "data_scaling.csv").read_text().splitlines()
-  assert csv_lines[0].startswith("model,train_size,accuracy,fewshot_1shot") and len(csv_lines) == 5
-  assert (tmp_path / "results" / "data_scaling.png").read_bytes()[:4] == b"\x89PNG"
-
-  monkeypatch.setattr(train, "train_and_evaluate", no_training)
-  assert data_scaling.main(args) == rows
-  capsys.readouterr()
-  data_scaling.main(args[:3] + ["--train_sizes", "64", "128"] + args[6:] + ["--print_only"])
-  commands = capsys.readouterr().out.splitlines()
-  assert len(commands) == 2 and all("'--config.dataset.train_split=train[:128]'" in c for c in commands)
-  assert commands[0].startswith("python -m vit_jax.main --config=configs/fashion_mnist.py:vit_tiny "
-                                f"--workdir={tmp_path}/runs/vit_tiny-128")
 
 
 def test_resnet_baseline_is_the_stem_pooled_into_a_linear_head():

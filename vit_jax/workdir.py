@@ -278,10 +278,10 @@ def read_results(workdir: str | epath.Path) -> dict[str, Any] | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_params(workdir: str | epath.Path,
-                use_ema: bool = False) -> tuple[ml_collections.ConfigDict, Any]:
-  """The run's config and the params (or with `use_ema` their moving average) of its latest
-  checkpoint, as host numpy arrays."""
+def load_params(workdir: str | epath.Path, use_ema: bool = False,
+                step: int | None = None) -> tuple[ml_collections.ConfigDict, Any]:
+  """The run's config and the params (or with `use_ema` their moving average) of its checkpoint of
+  `step` (default: the latest that restores), as host numpy arrays."""
   config = read_config(workdir)
   manager = checkpoint_manager(workdir, keep=config.keep_checkpoints)
   if manager.latest_step() is None:
@@ -294,7 +294,13 @@ def load_params(workdir: str | epath.Path,
                             dict(manager.item_metadata(step)))
     return manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-  step, restored = _newest_that_restores(manager, restore)
+  if step is None:
+    step, restored = _newest_that_restores(manager, restore)
+  elif step in manager.all_steps():
+    restored = restore(step)
+  else:
+    raise FileNotFoundError(f"No checkpoint of step {step} in {epath.Path(workdir) / 'checkpoints'}; "
+                            f"its steps: {list(manager.all_steps())}.")
   manager.close()
   key = "ema_params" if use_ema else "params"
   if not restored.get(key):
