@@ -20,6 +20,7 @@ MINI = ["model.transformer.num_layers=1", "total_steps=3", "batch_size=16", "eva
         "dataset.eval_split=test[:96]", "optimizer.warmup_steps=1", "log_every=1", "checkpoint_every=3"]
 FEWSHOT_MINI = ["fewshot.dataset.train_split=train[:96]", "fewshot.dataset.eval_split=test[:96]",
                 "fewshot.batch_size=96", "fewshot.shots=(1,2)", "fewshot.seeds=1"]
+NO_FEWSHOT = "fewshot.shots=()"  # for studies that report no probe: the config's probes embed 3,000 images
 
 
 def write_results(workdir, accuracy):
@@ -30,6 +31,13 @@ def write_results(workdir, accuracy):
 
 def no_training(*args, **kwargs):
   raise AssertionError("A finished run was trained again.")
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> str:
+  """An override that gives every run of these tests one compilation cache (the default, one per
+  workdir, puts the workdir's path into XLA's options): runs that compile the same step share it."""
+  return f"compilation_cache={tmp_path_factory.mktemp('compilation_cache')}"
 
 
 def test_resnet_baseline_is_the_stem_pooled_into_a_linear_head():
@@ -51,12 +59,14 @@ TARGET_MINI = ["model.transformer.num_layers=1", "batch_size=16", "eval_batch_si
 
 
 @pytest.mark.slow
-def test_pretraining_scaling_and_transfer_study_in_miniature(tmp_path, monkeypatch, capsys):
+def test_pretraining_scaling_and_transfer_study_in_miniature(tmp_path, monkeypatch, capsys,
+                                                            shared_cache):
   root = str(tmp_path / "runs")
   args = ["--models", "vit_tiny", "--pretrain_sizes", "200", "0", "--targets", "digits",
           "--target_sizes", "200", "--seeds", "2", "--learning_rates", "0.001", "0.003",
           "--pretrain_steps", "3", "--workdir_root", root, "--output_dir", str(tmp_path / "results"),
-          "--pretrain_override", *PRETRAIN_MINI, "--target_override", *TARGET_MINI]
+          "--pretrain_override", *PRETRAIN_MINI, shared_cache, "--target_override", *TARGET_MINI,
+          shared_cache]
   pretraining_scaling.main(args + ["--print_only"])
   printed = capsys.readouterr().out.splitlines()
   # Only what can start: both pretraining runs and the scratch sweep, not what needs a pretraining.
@@ -93,7 +103,8 @@ def test_pretraining_scaling_and_transfer_study_in_miniature(tmp_path, monkeypat
       "--models", "vit_tiny", "--pretrain_sizes", "0", "--targets", "digits", "--target_sizes",
       "200", "--seeds", "2", "--learning_rates", "0.001", "0.003", "--pretrain_steps", "3",
       "--workdir_root", root, "--output_dir", str(tmp_path / "results"),
-      "--pretrain_override", *PRETRAIN_MINI, "--target_override", *TARGET_MINI])
+      "--pretrain_override", *PRETRAIN_MINI, shared_cache, "--target_override", *TARGET_MINI,
+      shared_cache])
   assert transfer_rows == rows[1:]
   table = (tmp_path / "results" / "transfer_study.md").read_text()
   assert "| vit_tiny | digits-200 |" in table and "10-shot probe: random init" in table
@@ -140,17 +151,17 @@ def test_transfer_table_real_row_shares_the_imagenet_run(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_model_soup_fine_tunes_a_grid_and_reports_every_kind(tmp_path, monkeypatch, capsys):
+def test_model_soup_fine_tunes_a_grid_and_reports_every_kind(tmp_path, monkeypatch, capsys, shared_cache):
   from experiments import model_soup  # pylint: disable=g-import-not-at-top
   from experiments import runs  # pylint: disable=g-import-not-at-top
 
   pretrain = runs.Run("fashion_mnist", "vit_tiny", str(tmp_path / "pretrain"),
-                      runs.parse_overrides(["dataset.source=digits", *MINI]))
+                      runs.parse_overrides(["dataset.source=digits", *MINI, NO_FEWSHOT, shared_cache]))
   runs.execute([pretrain], print_only=False)
   args = ["--arg", "vit_tiny,finetune", "--init_checkpoint", pretrain.workdir,
           "--learning_rates", "0.03", "0.1", "--seeds", "0", "--train_split", "train[:64]",
           "--held_out_split", "train[3904:]", "--workdir_root", str(tmp_path / "soup"),
-          "--output_dir", str(tmp_path / "results"), "--override", *MINI]
+          "--output_dir", str(tmp_path / "results"), "--override", *MINI, shared_cache]
   rows = model_soup.main(args)
   assert [r["kind"] for r in rows] == ["ingredient", "ingredient", "best_ingredient", "uniform_soup",
                                        "greedy_soup"]
@@ -173,12 +184,12 @@ def test_model_soup_fine_tunes_a_grid_and_reports_every_kind(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_distillation_study_trains_teacher_plain_and_distilled_students(tmp_path):
+def test_distillation_study_trains_teacher_plain_and_distilled_students(tmp_path, shared_cache):
   from experiments import distillation  # pylint: disable=g-import-not-at-top
 
   rows = distillation.main(["--student", "vit_tiny", "--train_sizes", "32",
                             "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path),
-                            "--override", "dataset.source=mnist5k", *MINI])
+                            "--override", "dataset.source=mnist5k", *MINI, NO_FEWSHOT, shared_cache])
   assert [(r["model"], r["teacher"]) for r in rows] == [
       ("resnet", ""), ("vit_tiny", ""), ("vit_tiny_distilled", "resnet")]
   assert all(r["train_images"] == 32 and 0. <= r["accuracy"] <= 1. for r in rows)
@@ -187,12 +198,12 @@ def test_distillation_study_trains_teacher_plain_and_distilled_students(tmp_path
   assert {"dist", "head_dist"} <= set(student)
 
 
-def test_augmentation_study_reads_ema_beside_each_baseline_and_resumes(tmp_path, monkeypatch):
+def test_augmentation_study_reads_ema_beside_each_baseline_and_resumes(tmp_path, monkeypatch, shared_cache):
   from experiments import augmentation  # pylint: disable=g-import-not-at-top
 
   args = ["--models", "vit_tiny", "--train_sizes", "32", "--seeds", "0",
           "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path),
-          "--override", "dataset.source=mnist5k", *MINI]
+          "--override", "dataset.source=mnist5k", *MINI, shared_cache]
   rows = augmentation.main(args)
   assert [r["variant"] for r in rows] == ["baseline", "ema", "randaugment", "cutmix"]
   baseline = workdir_lib.read_results(tmp_path / "runs" / "baseline-seed0" / "vit_tiny-32")

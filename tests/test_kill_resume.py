@@ -66,13 +66,22 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def config_for(tmp_path_factory):
+  """total_steps -> the tiny config, with one compilation cache for the in-process runs (the default,
+  one per workdir, puts the workdir's path into XLA's options): a rerun in a copied workdir compiles
+  nothing."""
+  cache = str(tmp_path_factory.mktemp("compilation_cache"))
+  return lambda total_steps: tiny_config(total_steps=total_steps, compilation_cache=cache)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, config_for):
   """A tiny run to step 3, relaunched with total_steps=6: checkpoints 3 and 6 and results; returns the
   workdir, the params at step 3 and 6, and the results."""
   workdir = tmp_path_factory.mktemp("finished")
-  train.train_and_evaluate(tiny_config(total_steps=3), str(workdir))
+  train.train_and_evaluate(config_for(3), str(workdir))
   _, at_3 = workdir_lib.load_params(workdir)
-  state, results = train.train_and_evaluate(tiny_config(total_steps=6), str(workdir))
+  state, results = train.train_and_evaluate(config_for(6), str(workdir))
   return workdir, at_3, jax.device_get(state.params), results
 
 
@@ -120,10 +129,11 @@ def test_a_relaunch_with_more_steps_resumes_and_records_the_change(finished_run)
   assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()) == [3, 6]
 
 
-def test_a_relaunch_that_changes_the_model_or_data_is_refused_before_writing(finished_run, tmp_path):
+def test_a_relaunch_that_changes_the_model_or_data_is_refused_before_writing(
+    finished_run, tmp_path, config_for):
   workdir = copy_run(finished_run, tmp_path)
   stored = (workdir / workdir_lib.CONFIG_FILE).read_bytes()
-  config = tiny_config(total_steps=6)
+  config = config_for(6)
   config.model.hidden_size = 48
   config.dataset.image_size = 16
   with pytest.raises(workdir_lib.WorkdirError) as error:
@@ -138,10 +148,11 @@ def test_a_relaunch_that_changes_the_model_or_data_is_refused_before_writing(fin
 
 
 @pytest.mark.slow
-def test_a_rerun_after_a_kill_between_the_last_save_and_the_results_evaluates_it(finished_run, tmp_path):
+def test_a_rerun_after_a_kill_between_the_last_save_and_the_results_evaluates_it(
+    finished_run, tmp_path, config_for):
   workdir = copy_run(finished_run, tmp_path)
   (workdir / workdir_lib.RESULTS_FILE).unlink()  # what a kill there leaves: checkpoint 6, no results
-  state, results = train.train_and_evaluate(tiny_config(total_steps=6), str(workdir))
+  state, results = train.train_and_evaluate(config_for(6), str(workdir))
   assert int(state.step) == 6
   written = workdir_lib.read_results(workdir)
   assert written == json.loads(json.dumps(results)) and written["steps"] == 6
@@ -150,14 +161,14 @@ def test_a_rerun_after_a_kill_between_the_last_save_and_the_results_evaluates_it
 
 
 @pytest.mark.slow
-def test_a_rerun_after_a_kill_during_the_last_save_redoes_the_last_steps(finished_run, tmp_path):
+def test_a_rerun_after_a_kill_during_the_last_save_redoes_the_last_steps(finished_run, tmp_path, config_for):
   workdir = copy_run(finished_run, tmp_path)
   # A kill during orbax's async save leaves the step under its temporary name, partly written.
   half_written = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1764637200000000"
   (workdir / "checkpoints" / "6").rename(half_written)
   truncate(half_written)
   (workdir / workdir_lib.RESULTS_FILE).unlink()
-  state, results = train.train_and_evaluate(tiny_config(total_steps=6), str(workdir))
+  state, results = train.train_and_evaluate(config_for(6), str(workdir))
   assert int(state.step) == 6 and results["steps"] == 6
   chex.assert_trees_all_equal(jax.device_get(state.params), finished_run[2])  # bitwise
   assert workdir_lib.read_results(workdir)["accuracy"] == pytest.approx(finished_run[3]["accuracy"])
@@ -175,11 +186,12 @@ def test_loading_a_run_falls_back_past_a_damaged_latest_checkpoint(finished_run,
 
 
 @pytest.mark.slow
-def test_training_resumes_from_the_newest_checkpoint_that_restores(finished_run, tmp_path, caplog):
+def test_training_resumes_from_the_newest_checkpoint_that_restores(
+    finished_run, tmp_path, caplog, config_for):
   workdir = copy_run(finished_run, tmp_path)
   truncate(workdir / "checkpoints" / "6")
   (workdir / workdir_lib.RESULTS_FILE).unlink()
-  state, results = train.train_and_evaluate(tiny_config(total_steps=6), str(workdir))
+  state, results = train.train_and_evaluate(config_for(6), str(workdir))
   assert int(state.step) == 6 and results["steps"] == 6
   chex.assert_trees_all_equal(jax.device_get(state.params), finished_run[2])  # bitwise
   assert f"Checkpoint {workdir / 'checkpoints' / '6'} does not restore" in caplog.text

@@ -82,8 +82,10 @@ def wait_all(processes) -> list[str]:
 @pytest.mark.slow
 def test_sigterm_to_one_host_stops_all_at_one_step_and_the_resumed_run_is_bitwise_equal(tmp_path):
   """Started as the printed experiment commands are, from the environment's coordinator variables."""
+  # One compilation cache for the three pairs: the reference compiles nothing (the default, one per
+  # workdir, puts the workdir's path into XLA's options).
   overrides = (("total_steps", 200), ("checkpoint_every", 10), ("log_every", 100),
-               ("keep_checkpoints", 100))
+               ("keep_checkpoints", 100), ("compilation_cache", str(tmp_path / "compilation_cache")))
   victims = launch_pair(tmp_path / "preempted", overrides)
   deadline = time.time() + 900
   while not checkpoint_steps(tmp_path / "preempted"):
