@@ -59,9 +59,10 @@ def test_a_copy_without_git_reports_the_revision_the_launcher_wrote(tmp_path, mo
 def test_the_compilation_cache_stores_compiled_functions_in_the_workdir(tmp_path):
   jax_cache.reset_cache()
   try:
-    folder = compilation_cache.enable("workdir", str(tmp_path), min_compile_seconds=0)
-    jax.jit(lambda x: jnp.sin(x) * 3.25).lower(np.ones(7, np.float32)).compile()
-    assert folder == str(tmp_path / "compilation_cache") and any(pathlib.Path(folder).iterdir())
+    for run in ("first", "second"):  # runs of a study, one after another in one process
+      folder = compilation_cache.enable("workdir", str(tmp_path / run), min_compile_seconds=0)
+      jax.jit(lambda x, run=run: jnp.sin(x) * len(run)).lower(np.ones(7, np.float32)).compile()
+      assert folder == str(tmp_path / run / "compilation_cache") and any(pathlib.Path(folder).iterdir())
   finally:
     jax.config.update("jax_compilation_cache_dir", None)
     jax_cache.reset_cache()

@@ -3,6 +3,7 @@ instead of compiling them again (minutes for large models on a pod)."""
 
 from etils import epath
 import jax
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 CACHE_FOLDER = "compilation_cache"
 
@@ -13,6 +14,8 @@ def enable(setting: str, workdir: str, min_compile_seconds: float = 1.0) -> str 
   if not setting:
     return None
   folder = str(epath.Path(workdir) / CACHE_FOLDER) if setting == "workdir" else setting
+  if jax.config.jax_compilation_cache_dir != folder:
+    jax_cache.reset_cache()  # JAX opens its cache once per process: the next compile reopens it here
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
   return folder
