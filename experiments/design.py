@@ -55,6 +55,7 @@ def write_csv(rows: list[dict], path: pathlib.Path) -> None:
 
 
 def errorbar(ax, xs: list[float], rows: list[dict], key: str, **style) -> None:
-  """`rows[i][key]` at `xs[i]` in percent, with error bars of `rows[i][key + '_std']`."""
-  ax.errorbar(xs, [100 * r[key] for r in rows], yerr=[100 * r[f"{key}_std"] for r in rows],
+  """`rows[i][key]` at `xs[i]` in percent, with error bars of `rows[i][key + '_std']` (none for rows
+  without a spread, such as one-seed CSVs of earlier designs)."""
+  ax.errorbar(xs, [100 * r[key] for r in rows], yerr=[100 * (r.get(f"{key}_std") or 0.) for r in rows],
               capsize=3, **style)
