@@ -88,7 +88,6 @@ def execute(runs: Iterable[Run], *, print_only: bool) -> None:
       train.train_and_evaluate(run.config(), run.workdir)
 
 
-
 def log_progress() -> None:
   """INFO lines from vit_jax and the studies (progress, evaluations); only warnings from libraries."""
   logging.set_verbosity(logging.INFO)

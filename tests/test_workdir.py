@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import jax.numpy as jnp
+import ml_collections
 import pytest
 from orbax.checkpoint._src.path import async_path
 
@@ -101,3 +102,18 @@ def test_a_write_killed_midway_leaves_the_previous_config_and_results(tmp_path, 
   monkeypatch.undo()
   assert workdir_lib.read_config(tmp_path).total_steps == 3
   assert workdir_lib.read_results(tmp_path) == {"accuracy": 0.5}
+
+
+def test_a_resume_accepts_keys_the_code_added_since_and_still_refuses_model_changes(tmp_path):
+  config = tiny_config(total_steps=3)
+  old_code = config.to_dict()
+  del old_code["dataset"]["randaugment_reference_size"]  # a key a later version of the code added
+  workdir_lib.write_config(tmp_path, ml_collections.ConfigDict(old_code))
+  changes = workdir_lib.check_resume_config(tmp_path, config, has_checkpoint=True)
+  assert changes == {"dataset.randaugment_reference_size": (None, 0)}
+
+  old_code["model"]["resnet"] = None  # the run was a plain ViT; a ResNet stem now is a new model
+  workdir_lib.write_config(tmp_path, ml_collections.ConfigDict(old_code))
+  config.model.resnet = ml_collections.ConfigDict(dict(num_layers=(1,), width_factor=1))
+  with pytest.raises(workdir_lib.WorkdirError, match=r"model\.resnet\.num_layers: None in the run"):
+    workdir_lib.check_resume_config(tmp_path, config, has_checkpoint=True)

@@ -178,7 +178,7 @@ def _train_dataset(data_config: ml_collections.ConfigDict, local_batch_size: int
 
   first_example = start_step * local_batch_size
   examples = _train_examples(source, seed, first_example, block_size,
-                             data_config.get("parallel_files", 1))
+                             data_config.get("parallel_files", 4))  # configs/common.py's default
   examples = examples_decoded(examples)
   positions = tf.data.Dataset.range(first_example, _INFINITE)
   dataset = tf.data.Dataset.zip(positions, examples).map(

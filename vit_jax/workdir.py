@@ -167,13 +167,18 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def _stored_flat(workdir: str | epath.Path) -> dict[str, Any]:
+  """The workdir's `config.json` flattened to dotted keys ({} when there is none)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  return _flat(json.loads(path.read_text())) if path.exists() else {}
+
+
 def config_changes(workdir: str | epath.Path, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
   """{key: (stored value, new value)} for every key where `config` differs from the workdir's
   `config.json` (empty when there is none). Values compare as JSON, so tuples equal lists."""
-  path = epath.Path(workdir) / CONFIG_FILE
-  if not path.exists():
+  stored = _stored_flat(workdir)
+  if not stored:
     return {}
-  stored = _flat(json.loads(path.read_text()))
   new = _flat(json.loads(config.to_json_best_effort()))
   return {k: (stored.get(k), new.get(k)) for k in sorted(stored.keys() | new.keys())
           if stored.get(k) != new.get(k)}
@@ -183,15 +188,26 @@ def _resumable(key: str) -> bool:
   return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_KEYS)
 
 
+def _new_in_code(key: str, stored: dict[str, Any]) -> bool:
+  """Whether `key` did not exist when the stored config was written (neither it nor a parent of it:
+  `model.resnet.num_layers` where the run had `model.resnet: null` is a change of the model)."""
+  parts = key.split(".")
+  return not any(".".join(parts[:i]) in stored for i in range(1, len(parts) + 1))
+
+
 def check_resume_config(workdir: str | epath.Path, config: ml_collections.ConfigDict,
                         has_checkpoint: bool) -> dict[str, tuple[Any, Any]]:
   """The changes of `config` against the stored one, after refusing any the run cannot resume with.
 
   Writes nothing. Without a checkpoint nothing constrains the new config, so every change is allowed.
+  A key the stored config lacks was added to the code after the run started; it is accepted (and
+  recorded with the other changes), since a new key's default keeps the behaviour the code had before.
   Raises `WorkdirError` naming each refused key with both values.
   """
   changes = config_changes(workdir, config)
-  refused = {k: v for k, v in changes.items() if not _resumable(k)} if has_checkpoint else {}
+  stored = _stored_flat(workdir)
+  refused = {k: v for k, v in changes.items()
+             if not _resumable(k) and not _new_in_code(k, stored)} if has_checkpoint else {}
   if refused:
     listing = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in refused.items())
     raise WorkdirError(
