@@ -11,6 +11,9 @@ FAMILY fractal (FractalDB-style IFS, the default) or contours (RCDB-style):
 images), 1,500 steps of 128 images (AdamW, the Fashion-MNIST recipe). Each evaluation reports the
 accuracy on held-out instances and 10-shot linear probes on MNIST-5k. It reproduces no published
 number: it is the papers' recipe in miniature, whose effect on the real targets the studies measure.
+White shapes on black (`dataset.colour=False`), like the grayscale targets: a random hue per image is
+a nuisance the small models spend their few steps on (vit_small, 500 steps: 10.5% held-out accuracy
+in colour, 57.2% in white; vit_tiny 32.0% vs 49.7%).
 """
 
 import ml_collections
@@ -30,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model = fashion_mnist.model_config(model)
 
   config.dataset.update(dict(source=family, num_categories=100, instances_per_category=0,
-                             eval_instances_per_category=10, image_size=32, colour=True,
+                             eval_instances_per_category=10, image_size=32, colour=False,
                              train_augment="central_crop", shuffle_buffer=10_000))
   config.dataset.num_classes = config.dataset.get_ref("num_categories")
 
