@@ -41,6 +41,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # runnable
 
 from experiments import design  # pylint: disable=g-import-not-at-top,wrong-import-position
 from experiments import runs  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_MODELS = ("vit_tiny", "vit_small", "resnet")
 DEFAULT_PRETRAIN_SIZES = (1_000, 10_000, 100_000, 0)
@@ -148,7 +149,7 @@ def run_stages(study: Study, print_only: bool) -> None:
 def _can_start(run: runs.Run) -> bool:
   """Whether the run's pretraining (if it has one) is finished."""
   init = dict(run.overrides).get("init_checkpoint")
-  return not init or runs.Run("", None, init).results() is not None
+  return not init or workdir_lib.read_results(init) is not None
 
 
 def fewshot_probe(study: Study, model: str, init: str, target: str, seed: int) -> float:

@@ -21,6 +21,17 @@ from configs import common
 from vit_jax import cpu_devices
 from vit_jax import workdir as workdir_lib
 
+# Keys that change how a run executes (logging, storage, layout on devices), not what it computes: a
+# finished run stored with other values of them is still the run a study asks for.
+EXECUTION_KEYS = ("log_every", "compilation_cache", "profile_steps", "peak_flops_per_device",
+                  "keep_checkpoints", "keep_checkpoint_every", "mesh", "sharding", "sharding_rules",
+                  "eval_batch_size", "host_device_per_core", "dataset.threads", "dataset.prefetch",
+                  "dataset.ram_budget_gb", "dataset.parallel_files", "dataset.image_index_dir")
+
+
+class StaleRunError(ValueError):
+  """A study's workdir holds a finished run of another config than the study asks for now."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -47,7 +58,21 @@ class Run:
     return " ".join(["python -m vit_jax.main"] + [shlex.quote(flag) for flag in flags])
 
   def results(self) -> dict[str, Any] | None:
-    return workdir_lib.read_results(self.workdir)
+    """The finished run's results.json, or None while it is unfinished.
+
+    Raises `StaleRunError` when the run finished with a config that differs from this run's in what it
+    computes (a study rerun after its code or flags changed): its results would be silently reused.
+    """
+    results = workdir_lib.read_results(self.workdir)
+    if results is None:
+      return None
+    changes = workdir_lib.changes_outside(self.workdir, self.config(), EXECUTION_KEYS)
+    if changes:
+      listing = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in changes.items())
+      raise StaleRunError(
+          f"{self.workdir} holds a finished run of another config ({listing}). Move it away to rerun "
+          "it, or use another --workdir_root for this study.")
+    return results
 
 
 def _flag_value(value: Any) -> str:

@@ -184,10 +184,6 @@ def config_changes(workdir: str | epath.Path, config: ml_collections.ConfigDict)
           if stored.get(k) != new.get(k)}
 
 
-def _resumable(key: str) -> bool:
-  return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_KEYS)
-
-
 def _new_in_code(key: str, stored: dict[str, Any]) -> bool:
   """Whether `key` did not exist when the stored config was written (neither it nor a parent of it:
   `model.resnet.num_layers` where the run had `model.resnet: null` is a change of the model)."""
@@ -195,26 +191,34 @@ def _new_in_code(key: str, stored: dict[str, Any]) -> bool:
   return not any(".".join(parts[:i]) in stored for i in range(1, len(parts) + 1))
 
 
+def changes_outside(workdir: str | epath.Path, config: ml_collections.ConfigDict,
+                    allowed: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+  """`config_changes` in keys other than `allowed` (a prefix covers its whole section).
+
+  A key the stored config lacks was added to the code after the run started; it is left out, since a
+  new key's default keeps the behaviour the code had before (`config_changes` still lists it).
+  """
+  stored = _stored_flat(workdir)
+  return {k: v for k, v in config_changes(workdir, config).items()
+          if not any(k == a or k.startswith(a + ".") for a in allowed) and not _new_in_code(k, stored)}
+
+
 def check_resume_config(workdir: str | epath.Path, config: ml_collections.ConfigDict,
                         has_checkpoint: bool) -> dict[str, tuple[Any, Any]]:
   """The changes of `config` against the stored one, after refusing any the run cannot resume with.
 
-  Writes nothing. Without a checkpoint nothing constrains the new config, so every change is allowed.
-  A key the stored config lacks was added to the code after the run started; it is accepted (and
-  recorded with the other changes), since a new key's default keeps the behaviour the code had before.
-  Raises `WorkdirError` naming each refused key with both values.
+  Writes nothing. Without a checkpoint nothing constrains the new config, so every change is allowed;
+  with one, only `RESUMABLE_KEYS` and keys the code added since the run started may change (all are
+  recorded). Raises `WorkdirError` naming each refused key with both values.
   """
-  changes = config_changes(workdir, config)
-  stored = _stored_flat(workdir)
-  refused = {k: v for k, v in changes.items()
-             if not _resumable(k) and not _new_in_code(k, stored)} if has_checkpoint else {}
+  refused = changes_outside(workdir, config, RESUMABLE_KEYS) if has_checkpoint else {}
   if refused:
     listing = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in refused.items())
     raise WorkdirError(
         f"{workdir} holds checkpoints of a run whose config differs in keys a resumed run cannot "
         f"change: {listing}. Start a new run with another --workdir (or change only "
         f"{', '.join(RESUMABLE_KEYS)}).")
-  return changes
+  return config_changes(workdir, config)
 
 
 def record_config_changes(workdir: str | epath.Path, step: int, changes: dict[str, tuple[Any, Any]]) -> None:

@@ -1,0 +1,40 @@
+"""A study's finished runs: reused only when they were trained with the config the study asks for."""
+
+import ml_collections
+import pytest
+
+from experiments import runs
+from vit_jax import workdir as workdir_lib
+
+
+def finished(run: runs.Run, stored: ml_collections.ConfigDict) -> None:
+  workdir_lib.write_config(run.workdir, stored)
+  workdir_lib.write_results(run.workdir, {"accuracy": 0.75})
+
+
+def test_a_finished_run_is_reused_when_only_how_it_ran_differs(tmp_path):
+  run = runs.Run("digits", None, str(tmp_path / "run"), (("total_steps", 20), ("seed", 1)))
+  stored = run.config()
+  stored.log_every, stored.dataset.threads = 7, 3  # execution keys: not what the run computes
+  del stored.dataset["randaugment_reference_size"]  # a key the code added after the run
+  finished(run, stored)
+  assert run.results() == {"accuracy": 0.75}
+
+
+@pytest.mark.parametrize("key, stored_value, message", [
+    ("total_steps", 10, "total_steps: 10 in the run, 20 now"),
+    ("dataset.source", "fashion_mnist", "dataset.source: 'fashion_mnist' in the run, 'digits' now"),
+    ("optimizer.learning_rate", 0.1, "optimizer.learning_rate: 0.1 in the run, 0.003 now"),
+])
+def test_a_finished_run_of_another_config_is_an_error_not_a_silent_reuse(tmp_path, key, stored_value,
+                                                                        message):
+  run = runs.Run("digits", None, str(tmp_path / "run"),
+                 (("total_steps", 20), ("optimizer.learning_rate", 0.003)))
+  stored = run.config()
+  section, _, name = key.rpartition(".")
+  (stored[section] if section else stored)[name] = stored_value
+  finished(run, stored)
+  with pytest.raises(runs.StaleRunError) as error:
+    run.results()
+  assert str(error.value) == (f"{run.workdir} holds a finished run of another config ({message}). "
+                              "Move it away to rerun it, or use another --workdir_root for this study.")
