@@ -98,7 +98,7 @@ def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, Any], ...]:
 
 
 def execute(runs: Iterable[Run], *, print_only: bool) -> None:
-  """Trains (or prints the command of) every run that has no results yet."""
+  """Trains (or prints the command of) every run that has no results yet; stops at a SIGTERM."""
   runs = list(runs)
   cpu_devices.use_host_devices_for(*(run.config() for run in runs))
   from vit_jax import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
@@ -110,7 +110,10 @@ def execute(runs: Iterable[Run], *, print_only: bool) -> None:
       print(run.command(), flush=True)
     else:
       logging.info("Running %s", run.command())
-      train.train_and_evaluate(run.config(), run.workdir)
+      _, results = train.train_and_evaluate(run.config(), run.workdir)
+      if results["preempted"]:  # SIGTERM is meant for the whole study, not for one of its runs
+        raise SystemExit(f"SIGTERM: {run.workdir} saved its last step and the study stops; rerun "
+                         "the same command to resume.")
 
 
 def log_progress() -> None:

@@ -38,3 +38,21 @@ def test_a_finished_run_of_another_config_is_an_error_not_a_silent_reuse(tmp_pat
     run.results()
   assert str(error.value) == (f"{run.workdir} holds a finished run of another config ({message}). "
                               "Move it away to rerun it, or use another --workdir_root for this study.")
+
+
+def test_a_sigterm_stops_the_study_after_the_run_it_preempted(tmp_path, monkeypatch):
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+
+  trained = []
+
+  def preempted_run(config, workdir):
+    del config
+    trained.append(workdir)
+    return None, {"preempted": True}
+
+  monkeypatch.setattr(train, "train_and_evaluate", preempted_run)
+  study = [runs.Run("digits", None, str(tmp_path / name)) for name in ("first", "second")]
+  with pytest.raises(SystemExit, match=f"SIGTERM: {tmp_path / 'first'} saved its last step and the "
+                     "study stops; rerun the same command to resume."):
+    runs.execute(study, print_only=False)
+  assert trained == [str(tmp_path / "first")]
