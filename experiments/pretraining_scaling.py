@@ -21,7 +21,7 @@ Writes pretraining_scaling.csv (one row per model, pretrain_images, target-size:
 scratch_accuracy, fewshot_10shot as fractions, means over seeds, with _std columns;
 pretrain_images 0 = unlimited) and pretraining_scaling.png. Resumable (finished runs are kept);
 --print_only prints the launch command of each run that can start now (sweeps need their pretraining,
-final runs their sweep). Defaults sized to about 70 minutes on 2 quiet CPU cores: 12 pretraining
+final runs their sweep); --collect_only writes the outputs of the points already finished. Defaults sized to about 70 minutes on 2 quiet CPU cores: 12 pretraining
 runs of 1,000 steps (~33 min at the data-scaling study's per-step times: vit_tiny 0.07 s, vit_small
 0.2 s, ResNet 0.23 s), 36 sweep + 135 final fine-tuning runs of 39 steps (~13 s each with compiling
 and testing: ~37 min), probes (~3 min). The sizes stop at 100k: 1,000 steps draw 128k images, so a
@@ -267,6 +267,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, models, pretrain_sizes, ta
   parser.add_argument("--finetune_epochs", type=float, default=FINETUNE_EPOCHS)
   parser.add_argument("--pretrain_override", nargs="*", default=[], metavar="KEY=VALUE")
   parser.add_argument("--target_override", nargs="*", default=[], metavar="KEY=VALUE")
+  parser.add_argument("--collect_only", action="store_true",
+                      help="Train nothing: write the CSV from the points whose runs are all finished "
+                           "(e.g. after a cluster ran the --print_only commands).")
   runs.add_study_flags(parser, workdir_root, override=False)
 
 
@@ -288,7 +291,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   args = parser.parse_args(argv)
   runs.log_progress()
   study = study_from_args(args)
-  run_stages(study, args.print_only)
+  if not args.collect_only:
+    run_stages(study, args.print_only)
   if args.print_only:
     return []
   rows = collect(study)

@@ -11,7 +11,8 @@ The design of experiments/pretraining_scaling.py (this study is its unlimited-pr
 both target sizes): learning rates chosen on a validation split cut from each target's training
 split, `--seeds` seeds per point (mean ± std), 10-shot linear probes of the pretrained features and
 of each scratch run's own random initialisation. Writes transfer_study.md (the README's table) and
-transfer_study.csv. Resumable; --print_only prints the runs that can start now. With the
+transfer_study.csv. Resumable; --print_only prints the runs that can start now, --collect_only
+writes the outputs of the points already finished. With the
 pretraining-scaling study's --workdir_root, the runs the two share (pretraining, 1,000 images) are
 trained once:
 
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
   args = parser.parse_args(argv)
   runs.log_progress()
   study = pretraining_scaling.study_from_args(args)
-  pretraining_scaling.run_stages(study, args.print_only)
+  if not args.collect_only:
+    pretraining_scaling.run_stages(study, args.print_only)
   if args.print_only:
     return []
   rows = pretraining_scaling.collect(study)

@@ -56,3 +56,19 @@ def test_a_sigterm_stops_the_study_after_the_run_it_preempted(tmp_path, monkeypa
                      "study stops; rerun the same command to resume."):
     runs.execute(study, print_only=False)
   assert trained == [str(tmp_path / "first")]
+
+
+def test_collect_only_trains_nothing_and_writes_only_finished_points(tmp_path, monkeypatch):
+  from experiments import pretraining_scaling  # pylint: disable=g-import-not-at-top
+  from experiments import transfer_study  # pylint: disable=g-import-not-at-top
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("--collect_only trained a run.")
+
+  monkeypatch.setattr(train, "train_and_evaluate", no_training)
+  args = ["--models", "vit_tiny", "--pretrain_sizes", "0", "--targets", "digits", "--seeds", "1",
+          "--workdir_root", str(tmp_path / "runs"), "--output_dir", str(tmp_path / "out"),
+          "--collect_only"]
+  assert pretraining_scaling.main(args) == [] and transfer_study.main(args) == []
+  assert not (tmp_path / "out").exists()
