@@ -58,11 +58,6 @@ def checkpoint_manager(workdir: str | epath.Path, keep: int, keep_every: int = 0
                                item_handlers=ocp.StandardCheckpointHandler())
 
 
-def save_state(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
-  """Starts an async save; training goes on while it is written."""
-  manager.save(step, args=ocp.args.StandardSave(state))
-
-
 def is_disk_full(error: BaseException | None) -> bool:
   """True when `error`, or one it was raised from, is a full disk (ENOSPC)."""
   while error is not None:
