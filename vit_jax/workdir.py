@@ -20,6 +20,7 @@ from etils import epath
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -54,6 +55,8 @@ def checkpoint_manager(workdir: str | epath.Path, keep: int, keep_every: int = 0
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
       enable_async_checkpointing=True, create=True)
+  if jax.process_count() == 1:
+    _save_whole_arrays()
   return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
 
@@ -61,6 +64,17 @@ def checkpoint_manager(workdir: str | epath.Path, keep: int, keep_every: int = 0
 def save_state(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
   """Starts an async save; training goes on while it is written."""
   manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def _save_whole_arrays() -> None:
+  """Has orbax copy each array from one device. Its default, replica-parallel saving, lets the hosts
+  of a multi-host run share the writing of replicated arrays, but a single process writes them all
+  anyway, and slicing every array into one piece per device compiles a slice program per (array,
+  piece): the first save of a ResNet on 8 host devices took 8.1 s instead of 0.8 s."""
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()),
+      override=True)
 
 
 def is_disk_full(error: BaseException | None) -> bool:
