@@ -1,17 +1,12 @@
-"""Test set-up: 8 fake CPU devices, so that sharded code is exercised on one machine.
-
-LLVM at -O0 (`xla_backend_optimization_level`): the suite's tiny programs run for milliseconds but
-compile for seconds, and compiling is most of the suite's time; -O0 compiles them ~40% faster and gives
-results within float tolerance. Scripts that the tests launch inherit it, except those that set their own
-XLA_FLAGS (the multi-process, kill/resume and host-device runs keep the default).
+"""Test set-up: 8 fake CPU devices, so that sharded code is exercised on one machine, and LLVM at -O0
+(tests/xla_flags.py). Scripts that the tests launch inherit both, or set their own with `xla_flags`.
 """
 
 import os
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "")
-    + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-).strip()
+from tests.xla_flags import xla_flags
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 

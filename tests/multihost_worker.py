@@ -4,7 +4,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+from tests.xla_flags import xla_flags
+
+os.environ["XLA_FLAGS"] = xla_flags(2)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax  # pylint: disable=g-import-not-at-top

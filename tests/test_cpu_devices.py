@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import digits
+from tests.xla_flags import xla_flags
 from vit_jax import cpu_devices
 from vit_jax import input_pipeline
 from vit_jax import sharding
@@ -76,10 +77,7 @@ def test_data_order_does_not_depend_on_the_device_count():
 
 def _train(workdir: pathlib.Path, steps: int, device_count: int | None) -> subprocess.Popen:
   """main.py in a fresh process: `device_count` host devices, or the default (None)."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  if device_count:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={device_count}"
+  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(device_count))
   return subprocess.Popen(
       [sys.executable, "-m", "vit_jax.main", f"--workdir={workdir}", *TINY,
        f"--config.total_steps={steps}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -98,9 +98,12 @@ MINI = ["model.transformer.num_layers=1", "total_steps=4", "batch_size=16", "eva
 
 
 def study_args(root: pathlib.Path, output: pathlib.Path, seeds: int) -> list[str]:
+  """The runs share one compilation cache beside `root` (the default, one per workdir, puts the
+  workdir's path into XLA's options): runs of the same rate compile the same steps."""
   return ["--target", "digits", "--models", "vit_tiny", "--train_sizes", "32", "64",
           "--seeds", str(seeds), "--learning_rates", "0.001", "0.003", "--eval_every", "2",
-          "--workdir_root", str(root), "--output_dir", str(output), "--override", *MINI]
+          "--workdir_root", str(root), "--output_dir", str(output), "--override", *MINI,
+          f"compilation_cache={root.parent / 'compilation_cache'}"]
 
 
 @pytest.mark.slow

@@ -94,16 +94,22 @@ def test_train_step_learns_from_the_frozen_teacher():
   config = distilled_config()
   model = train.create_model(config)
   tx = train.create_optimizer(config, model)
-  state = train.init_train_state(config, model, tx, jax.random.key(0))
-  state = state.replace(params=jax.tree.map(  # non-zero heads, so the two terms differ
-      lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), state.params))
+  # Jitted set-up and reference: run eagerly, every op of the models would compile on its own.
+  state = jax.jit(lambda key: train.init_train_state(config, model, tx, key))(jax.random.key(0))
+  state = state.replace(params=jax.jit(lambda params: jax.tree.map(  # non-zero heads: the terms differ
+      lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape), params))(state.params))
   teacher = distillation.Teacher(models.create(config.model, num_classes=10, distilled=False), 16)
-  teacher_params = teacher.model.init(jax.random.key(2), jnp.zeros((1, 16, 16, 3)))["params"]
+  teacher_params = jax.jit(teacher.model.init)(jax.random.key(2), jnp.zeros((1, 16, 16, 3)))["params"]
   batch = random_batches(config, 1)[0]
   new_state, metrics = jax.jit(train.make_train_step(model, tx, config, teacher))(state, batch, teacher_params)
-  cls_logits, dist_logits = model.apply({"params": state.params}, batch["image"], distillation_heads=True)
-  expected = losses.distillation_loss(cls_logits, dist_logits, batch["label"],
-                                      teacher.logits(teacher_params, batch["image"]), "hard").mean()
+
+  @jax.jit
+  def reference_loss(params, teacher_params, batch):
+    cls_logits, dist_logits = model.apply({"params": params}, batch["image"], distillation_heads=True)
+    return losses.distillation_loss(cls_logits, dist_logits, batch["label"],
+                                    teacher.logits(teacher_params, batch["image"]), "hard").mean()
+
+  expected = reference_loss(state.params, teacher_params, batch)
   np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
   assert int(new_state.step) == 1
 

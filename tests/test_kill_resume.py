@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.test_train import tiny_config
+from tests.xla_flags import xla_flags
 from vit_jax import train
 from vit_jax import workdir as workdir_lib
 
@@ -29,10 +30,12 @@ FLAGS = ["--config=configs/digits.py", "--config.model.hidden_size=32",
          "--config.eval_every=100000", "--config.log_every=100", "--config.optimizer.warmup_steps=10"]
 
 
-def launch(workdir):
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  env.pop("XLA_FLAGS", None)  # one device, like a user's laptop
-  return subprocess.Popen([sys.executable, "-m", "vit_jax.main", f"--workdir={workdir}", *FLAGS],
+def launch(workdir, compilation_cache):
+  """main.py on the host devices it chooses, like a user's laptop; the runs share one compilation
+  cache (the default, one per workdir, puts the workdir's path into XLA's options)."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=xla_flags())
+  return subprocess.Popen([sys.executable, "-m", "vit_jax.main", f"--workdir={workdir}", *FLAGS,
+                           f"--config.compilation_cache={compilation_cache}"],
                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
 
@@ -44,8 +47,9 @@ def finished_steps(workdir):
 
 @pytest.mark.slow
 def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path):
-  reference = launch(tmp_path / "reference")
-  victim = launch(tmp_path / "killed")
+  cache = tmp_path / "compilation_cache"
+  reference = launch(tmp_path / "reference", cache)
+  victim = launch(tmp_path / "killed", cache)
   deadline = time.time() + 300
   while not any(step >= 50 for step in finished_steps(tmp_path / "killed")):
     assert victim.poll() is None and time.time() < deadline, "run ended before it could be killed"
@@ -56,7 +60,7 @@ def test_sigkill_then_restart_matches_an_uninterrupted_run(tmp_path):
   assert victim.returncode == -signal.SIGKILL and killed_at < TOTAL_STEPS
   assert workdir_lib.read_results(tmp_path / "killed") is None
 
-  restarted = launch(tmp_path / "killed")
+  restarted = launch(tmp_path / "killed", cache)
   assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
   assert restarted.wait(timeout=300) == 0, restarted.stderr.read()[-3000:]
   assert "Resuming from step" in restarted.stderr.read()

@@ -15,6 +15,7 @@ import chex
 import pytest
 
 from experiments import runs
+from tests.xla_flags import xla_flags
 from vit_jax import workdir as workdir_lib
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -54,7 +55,7 @@ def launch_printed_command(command: str, port: int, process_id: int) -> subproce
   """Runs a command as `experiments/... --print_only` prints it, on one of two local 'hosts'."""
   argv = shlex.split(command)
   assert argv[:3] == ["python", "-m", "vit_jax.main"], command
-  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  env = dict(os.environ, PYTHONPATH=str(ROOT), XLA_FLAGS=xla_flags(2),
              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
              JAX_PROCESS_ID=str(process_id))
   return subprocess.Popen([sys.executable, *argv[1:]], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -83,8 +84,10 @@ def wait_all(processes) -> list[str]:
 def test_sigterm_to_one_host_stops_all_at_one_step_and_the_resumed_run_is_bitwise_equal(tmp_path):
   """Started as the printed experiment commands are, from the environment's coordinator variables."""
   # One compilation cache for the three pairs: the reference compiles nothing (the default, one per
-  # workdir, puts the workdir's path into XLA's options).
-  overrides = (("total_steps", 200), ("checkpoint_every", 10), ("log_every", 100),
+  # workdir, puts the workdir's path into XLA's options). 60 steps leave ample room: the signal comes
+  # after the first checkpoint, and the hosts stop about one step after it.
+  total_steps, every = 60, 5
+  overrides = (("total_steps", total_steps), ("checkpoint_every", every), ("log_every", 100),
                ("keep_checkpoints", 100), ("compilation_cache", str(tmp_path / "compilation_cache")))
   victims = launch_pair(tmp_path / "preempted", overrides)
   deadline = time.time() + 900
@@ -95,8 +98,9 @@ def test_sigterm_to_one_host_stops_all_at_one_step_and_the_resumed_run_is_bitwis
   logs = wait_all(victims)
   assert all("Process %d of 2, 2 local / 4 global devices" % i in log for i, log in enumerate(logs))
   stopped_at = checkpoint_steps(tmp_path / "preempted")[-1]
-  regular = list(range(10, stopped_at, 10))
-  assert 10 < stopped_at < 200 and checkpoint_steps(tmp_path / "preempted") == regular + [stopped_at]
+  regular = list(range(every, stopped_at, every))
+  assert every < stopped_at < total_steps
+  assert checkpoint_steps(tmp_path / "preempted") == regular + [stopped_at]
   assert all(f"saved step {stopped_at} and stopping" in log for log in logs)
   assert workdir_lib.read_results(tmp_path / "preempted") is None
 

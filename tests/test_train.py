@@ -1,8 +1,11 @@
 """The training system: sharded steps equal one device, accumulation, resume, preemption, NaN guard."""
 
+import atexit
 import os
 import re
+import shutil
 import signal
+import tempfile
 
 import chex
 import jax
@@ -14,6 +17,11 @@ from vit_jax import input_pipeline
 from vit_jax import sharding
 from vit_jax import train
 from vit_jax import workdir as workdir_lib
+
+# One compilation cache for the tiny runs of this process (the default, one per workdir, puts the
+# workdir's path into XLA's options): a run of a config that ran before loads its steps from disk.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="vit_jax_tests_compilation_cache_")
+atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
 
 
 def tiny_config(**overrides):
@@ -27,6 +35,7 @@ def tiny_config(**overrides):
   config.update(batch_size=16, eval_batch_size=64, total_steps=6, log_every=2, eval_every=3,
                 checkpoint_every=3)
   config.optimizer.update(warmup_steps=2, learning_rate=1e-3)
+  config.compilation_cache = COMPILATION_CACHE
   config.update(overrides)
   return config
 

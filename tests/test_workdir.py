@@ -1,5 +1,5 @@
 """The workdir's guards: one run at a time (a lock a killed run does not leave stuck), and a full disk
-reported in one line naming the workdir."""
+reported in one line naming the workdir; and checkpoints that a single process saves without compiling."""
 
 import errno
 import os
@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 from orbax.checkpoint._src.path import async_path
 
@@ -117,3 +119,26 @@ def test_a_resume_accepts_keys_the_code_added_since_and_still_refuses_model_chan
   config.model.resnet = ml_collections.ConfigDict(dict(num_layers=(1,), width_factor=1))
   with pytest.raises(workdir_lib.WorkdirError, match=r"model\.resnet\.num_layers: None in the run"):
     workdir_lib.check_resume_config(tmp_path, config, has_checkpoint=True)
+
+
+def test_a_single_process_saves_replicated_arrays_whole_and_compiles_nothing(tmp_path):
+  """Orbax's default (replica-parallel) would slice each array into one piece per device, compiling
+  a slice program per (array, piece): 16 of them for these two arrays on 8 devices."""
+  replicated = jax.sharding.NamedSharding(jax.sharding.Mesh(jax.devices(), ("data",)),
+                                          jax.sharding.PartitionSpec())
+  state = {"a": jax.device_put(np.arange(8 * 37, dtype=np.float32).reshape(8, 37), replicated),
+           "b": jax.device_put(np.ones((16, 29), np.float32), replicated)}
+  compiles = []
+  listener = lambda event, seconds, **kwargs: compiles.append(event)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    manager = workdir_lib.checkpoint_manager(tmp_path, keep=1)
+    workdir_lib.save_state(manager, 1, state)
+    workdir_lib.wait_for_saves(manager, 1)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert "/jax/core/compile/backend_compile_duration" not in compiles
+  restored = workdir_lib.restore_state(manager, state)
+  np.testing.assert_array_equal(restored["a"], state["a"])
+  assert restored["b"].sharding == replicated
+  manager.close()

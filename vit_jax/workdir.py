@@ -20,6 +20,8 @@ from etils import epath
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.metadata import array_metadata_store
+from orbax.checkpoint._src.serialization import type_handler_registry
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -54,8 +56,22 @@ def checkpoint_manager(workdir: str | epath.Path, keep: int, keep_every: int = 0
   options = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
       enable_async_checkpointing=True, create=True)
+  if jax.process_count() == 1:
+    _save_whole_arrays()
   return ocp.CheckpointManager(_absolute(workdir) / "checkpoints", options=options,
                                item_handlers=ocp.StandardCheckpointHandler())
+
+
+def _save_whole_arrays() -> None:
+  """Has orbax copy each array from one device. Its default, replica-parallel saving, lets the hosts
+  of a multi-host run share the writing of replicated arrays, but a single process writes them all
+  anyway, and slicing every array into one piece per device compiles a slice program per (array,
+  piece): the first save of a ResNet on 8 host devices took 8.1 s instead of 0.8 s."""
+  handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                           array_metadata_store=array_metadata_store.Store())
+  # The registry's `add`, unlike the public `register_type_handler`, replaces it without a warning.
+  type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(jax.Array, handler, override=True,
+                                                         ignore_warnings=True)
 
 
 def is_disk_full(error: BaseException | None) -> bool:
