@@ -12,9 +12,8 @@ both target sizes): learning rates chosen on a validation split cut from each ta
 split, `--seeds` seeds per point (mean ± std), 10-shot linear probes of the pretrained features and
 of each scratch run's own random initialisation. Writes transfer_study.md (the README's table) and
 transfer_study.csv. Resumable; --print_only prints the runs that can start now, --collect_only
-writes the outputs of the points already finished. With the
-pretraining-scaling study's --workdir_root, the runs the two share (pretraining, 1,000 images) are
-trained once:
+writes the outputs of the points already finished. With the pretraining-scaling study's
+--workdir_root, the runs the two share (pretraining, 1,000 images) are trained once:
 
   python experiments/transfer_study.py --workdir_root=runs/pretraining_scaling --output_dir=experiments/results
 """

@@ -178,21 +178,23 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def _stored_flat(workdir: str | epath.Path) -> dict[str, Any]:
-  """The workdir's `config.json` flattened to dotted keys ({} when there is none)."""
+def _changes_and_stored(workdir: str | epath.Path, config: ml_collections.ConfigDict
+                        ) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
+  """`config_changes`, and the stored config flattened to dotted keys ({} when there is none)."""
   path = epath.Path(workdir) / CONFIG_FILE
-  return _flat(json.loads(path.read_text())) if path.exists() else {}
+  if not path.exists():
+    return {}, {}
+  stored = _flat(json.loads(path.read_text()))
+  new = _flat(json.loads(config.to_json_best_effort()))
+  changes = {k: (stored.get(k), new.get(k)) for k in sorted(stored.keys() | new.keys())
+             if stored.get(k) != new.get(k)}
+  return changes, stored
 
 
 def config_changes(workdir: str | epath.Path, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
   """{key: (stored value, new value)} for every key where `config` differs from the workdir's
   `config.json` (empty when there is none). Values compare as JSON, so tuples equal lists."""
-  stored = _stored_flat(workdir)
-  if not stored:
-    return {}
-  new = _flat(json.loads(config.to_json_best_effort()))
-  return {k: (stored.get(k), new.get(k)) for k in sorted(stored.keys() | new.keys())
-          if stored.get(k) != new.get(k)}
+  return _changes_and_stored(workdir, config)[0]
 
 
 def _new_in_code(key: str, stored: dict[str, Any]) -> bool:
@@ -202,6 +204,12 @@ def _new_in_code(key: str, stored: dict[str, Any]) -> bool:
   return not any(".".join(parts[:i]) in stored for i in range(1, len(parts) + 1))
 
 
+def _outside(changes: dict[str, tuple[Any, Any]], stored: dict[str, Any],
+             allowed: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
+  return {k: v for k, v in changes.items()
+          if not any(k == a or k.startswith(a + ".") for a in allowed) and not _new_in_code(k, stored)}
+
+
 def changes_outside(workdir: str | epath.Path, config: ml_collections.ConfigDict,
                     allowed: tuple[str, ...]) -> dict[str, tuple[Any, Any]]:
   """`config_changes` in keys other than `allowed` (a prefix covers its whole section).
@@ -209,9 +217,7 @@ def changes_outside(workdir: str | epath.Path, config: ml_collections.ConfigDict
   A key the stored config lacks was added to the code after the run started; it is left out, since a
   new key's default keeps the behaviour the code had before (`config_changes` still lists it).
   """
-  stored = _stored_flat(workdir)
-  return {k: v for k, v in config_changes(workdir, config).items()
-          if not any(k == a or k.startswith(a + ".") for a in allowed) and not _new_in_code(k, stored)}
+  return _outside(*_changes_and_stored(workdir, config), allowed)
 
 
 def check_resume_config(workdir: str | epath.Path, config: ml_collections.ConfigDict,
@@ -222,14 +228,15 @@ def check_resume_config(workdir: str | epath.Path, config: ml_collections.Config
   with one, only `RESUMABLE_KEYS` and keys the code added since the run started may change (all are
   recorded). Raises `WorkdirError` naming each refused key with both values.
   """
-  refused = changes_outside(workdir, config, RESUMABLE_KEYS) if has_checkpoint else {}
+  changes, stored = _changes_and_stored(workdir, config)
+  refused = _outside(changes, stored, RESUMABLE_KEYS) if has_checkpoint else {}
   if refused:
     listing = "; ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in refused.items())
     raise WorkdirError(
         f"{workdir} holds checkpoints of a run whose config differs in keys a resumed run cannot "
         f"change: {listing}. Start a new run with another --workdir (or change only "
         f"{', '.join(RESUMABLE_KEYS)}).")
-  return config_changes(workdir, config)
+  return changes
 
 
 def record_config_changes(workdir: str | epath.Path, step: int, changes: dict[str, tuple[Any, Any]]) -> None:
