@@ -89,7 +89,7 @@ class Study:
                  ("dataset.eval_split", spec.validation), ("optimizer.learning_rate", learning_rate),
                  ("seed", seed), ("checkpoint_every", self.eval_every),
                  ("keep_checkpoint_every", self.eval_every),
-                 ("compilation_cache", f"{self.workdir_root}/compilation_cache"))
+                 runs.shared_compilation_cache(self.workdir_root))
     run = runs.Run(self.config, model,
                    f"{self.workdir_root}/{model}-{size}-lr{learning_rate:g}-seed{seed}",
                    overrides + tuple(self.overrides))

@@ -78,15 +78,11 @@ class Study:
   def pretrain(self, model: str, pretrain_images: int) -> runs.Run:
     overrides = (("dataset.instances_per_category", pretrain_images // PRETRAIN_CATEGORIES),
                  ("dataset.num_categories", PRETRAIN_CATEGORIES),
-                 ("total_steps", self.pretrain_steps), self.compilation_cache())
+                 ("total_steps", self.pretrain_steps),
+                 runs.shared_compilation_cache(self.workdir_root))
     return runs.Run("pretrain.fractal_cpu", f"{model},{self.family}",
                     f"{self.workdir_root}/pretrain/{model}-{size_name(pretrain_images)}",
                     overrides + tuple(self.pretrain_overrides))
-
-  def compilation_cache(self) -> tuple[str, str]:
-    """One cache for all runs: the seeds and both arms of a point compile the same steps (a short
-    fine-tuning run took about half the wall time with it)."""
-    return ("compilation_cache", f"{self.workdir_root}/compilation_cache")
 
   def largest_pretraining(self) -> int:
     return 0 if 0 in self.pretrain_sizes else max(self.pretrain_sizes)
@@ -102,7 +98,7 @@ class Study:
                  ("checkpoint_every", steps), ("fewshot.shots", ()),
                  ("optimizer.learning_rate", learning_rate),
                  ("optimizer.warmup_steps", max(1, steps // 10)), ("seed", seed),
-                 self.compilation_cache()]
+                 runs.shared_compilation_cache(self.workdir_root)]
     if init != SCRATCH:
       pretrain_images = 0 if init == "unlimited" else int(init)
       overrides.append(("init_checkpoint", self.pretrain(model, pretrain_images).workdir))

@@ -75,6 +75,12 @@ class Run:
     return results
 
 
+def shared_compilation_cache(workdir_root: str) -> tuple[str, str]:
+  """The override that gives all runs of a study one compilation cache: its seeds and arms compile the
+  same steps (a 39-step fine-tuning run took about half the wall time with it)."""
+  return ("compilation_cache", f"{workdir_root}/compilation_cache")
+
+
 def _flag_value(value: Any) -> str:
   """How ml_collections' config flags parse `value` back (tuples as Python literals)."""
   return repr(tuple(value)) if isinstance(value, (tuple, list)) else str(value)
