@@ -12,8 +12,8 @@ from vit_jax import sharding
 from vit_jax import steps
 
 
-def compiled_step_flops(config, num_devices: int) -> float:
-  """XLA's count for the compiled step on a data-parallel mesh of `num_devices`, per device."""
+def lowered_step(config, num_devices: int) -> jax.stages.Lowered:
+  """The train step as `train.py` lowers it, on a mesh of `num_devices`."""
   mesh = sharding.create_mesh(config.mesh, devices=jax.devices()[:num_devices])
   model = steps.create_model(config)
   tx = steps.create_optimizer(config, model)
@@ -23,8 +23,13 @@ def compiled_step_flops(config, num_devices: int) -> float:
   batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((config.batch_size, 10), jnp.float32)}
   step = jax.jit(steps.make_train_step(model, tx, config),
-                 in_shardings=(state_sharding, sharding.batch_sharding(mesh)))
-  return metrics.compiled_flops(step.lower(state, batch).compile())
+                 in_shardings=(state_sharding, sharding.batch_sharding(mesh)), donate_argnums=(0,))
+  return step.lower(state, batch)
+
+
+def compiled_step_flops(config, num_devices: int) -> float:
+  """XLA's count for the compiled step on a mesh of `num_devices`, per device."""
+  return metrics.compiled_flops(lowered_step(config, num_devices).compile())
 
 
 @pytest.mark.parametrize("num_devices", [1, 8])
@@ -33,6 +38,18 @@ def test_global_flops_are_the_per_device_count_times_the_devices(num_devices):
   config = tiny_config(sharding="fsdp", batch_size=64)
   per_device = compiled_step_flops(config, num_devices)
   np.testing.assert_allclose(flops.train_step_flops(config), per_device * num_devices, rtol=0.05)
+
+
+def test_the_runs_own_lowering_counts_the_same_and_a_looped_one_is_not_used():
+  config = tiny_config(sharding="fsdp", batch_size=64)
+  traced = flops.train_step_flops(config)
+  assert flops.train_step_flops(config, lowered=lowered_step(config, 8)) == traced
+  looped = tiny_config(sharding="fsdp", batch_size=64)
+  looped.model.scan = True
+  looped_lowering = lowered_step(looped, 8)
+  assert metrics.compiled_flops(looped_lowering) < 0.8 * traced
+  np.testing.assert_allclose(flops.train_step_flops(looped, lowered=looped_lowering), traced,
+                             rtol=0.05)
 
 
 def test_scan_remat_and_accumulation_count_every_layer_and_micro_batch_once():

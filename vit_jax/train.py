@@ -208,8 +208,9 @@ def _train_in_workdir(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   writer = metrics.create_writer(workdir)
   run_info.record(config, writer)
   batch = next(batches)
-  compiled = train_step.lower(state, batch, *teacher_args).compile()
-  step_flops = flops.train_step_flops(config)
+  lowered = train_step.lower(state, batch, *teacher_args)
+  compiled = lowered.compile()
+  step_flops = flops.train_step_flops(config, lowered=None if teacher else lowered)
   progress = metrics.Progress(
       first_step=first_step, total_steps=config.total_steps, global_batch_size=config.batch_size,
       step_flops=step_flops,
