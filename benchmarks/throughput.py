@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--res", type=int, default=224)
   parser.add_argument("--dtype", choices=sorted(_JAX_DTYPES), default="float32",
                       help="compute dtype; parameters and the optimizer state stay float32")
-  parser.add_argument("--mode", choices=("infer", "train"), default="infer")
+  parser.add_argument("--mode", choices=("infer", "grad", "train"), default="infer",
+                      help="grad: the loss's gradient alone (no update), to set against infer's forward")
   parser.add_argument("--peer", choices=("none", "timm"), default="none")
   parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
   parser.add_argument("--warmup", type=int, default=2, help="untimed runs after compiling")
@@ -97,7 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "0: one per core, dividing the batch (vit_jax/cpu_devices.py)")
   parser.add_argument("--json", action="store_true",
                       help="print one JSON object on stdout (the summary line goes to stderr)")
-  return parser.parse_args(argv)
+  args = parser.parse_args(argv)
+  if args.mode == "grad" and args.peer != "none":
+    parser.error("--mode=grad has no peer: compare it with --mode=infer of the same model instead")
+  return args
 
 
 def model_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
@@ -180,14 +184,23 @@ def _jitted_step(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], Any,
   model = steps.create_model(config)
   replicated, split = mesh_shardings(args)
   images = jax.ShapeDtypeStruct((args.batch, args.res, args.res, 3), jnp.float32, sharding=split)
+  labels = jax.ShapeDtypeStruct((args.batch, config.dataset.num_classes), jnp.float32, sharding=split)
   if args.mode == "train":
     tx = steps.create_optimizer(config, model)
     init = lambda: steps.init_train_state(config, model, tx, jax.random.key(0))
     step = jax.jit(steps.make_train_step(model, tx, config), out_shardings=replicated,
                    donate_argnums=(0,) if args.donate else ())
-    batch = {"image": images,
-             "label": jax.ShapeDtypeStruct((args.batch, config.dataset.num_classes), jnp.float32,
-                                           sharding=split)}
+    batch = {"image": images, "label": labels}
+  elif args.mode == "grad":
+    init = lambda: steps.init_train_state(config, model, optax.identity(), jax.random.key(0)).params
+
+    def loss(params, batch):
+      logits = model.apply({"params": params}, batch["image"], train=True,
+                           rngs={"dropout": jax.random.key(0)})
+      return jnp.mean(optax.softmax_cross_entropy(logits, batch["label"]))
+
+    step = jax.jit(jax.grad(loss), out_shardings=replicated)
+    batch = {"image": images, "label": labels}
   else:
     init = lambda: steps.init_train_state(config, model, optax.identity(), jax.random.key(0)).params
     step = jax.jit(lambda params, batch: model.apply({"params": params}, batch["image"], train=False),
@@ -225,7 +238,7 @@ def jax_benchmark(args: argparse.Namespace) -> tuple[Callable[[], Any] | None, d
   state = init()
   rng = np.random.default_rng(0)
   data = {"image": rng.uniform(-1, 1, batch["image"].shape).astype(np.float32)}
-  if args.mode == "train":
+  if "label" in batch:
     num_classes = batch["label"].shape[-1]
     data["label"] = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, args.batch)]
   data = jax.device_put(data, batch["image"].sharding)
