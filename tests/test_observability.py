@@ -68,6 +68,20 @@ def test_the_compilation_cache_stores_compiled_functions_in_the_workdir(tmp_path
     jax_cache.reset_cache()
 
 
+def test_a_shared_cache_keeps_even_quick_compiles_and_a_runs_own_keeps_only_slow_ones(tmp_path):
+  jax_cache.reset_cache()
+  try:
+    shared = compilation_cache.enable(str(tmp_path / "shared"), str(tmp_path / "run"))
+    jax.jit(lambda x: jnp.cos(x) + 3).lower(np.ones(5, np.float32)).compile()
+    assert shared == str(tmp_path / "shared") and any(pathlib.Path(shared).iterdir())
+    own = compilation_cache.enable("workdir", str(tmp_path / "run"))
+    jax.jit(lambda x: jnp.cos(x) + 4).lower(np.ones(5, np.float32)).compile()
+    assert not pathlib.Path(own).exists() or not any(pathlib.Path(own).iterdir())
+  finally:
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax_cache.reset_cache()
+
+
 def test_checkpoints_at_the_keep_period_survive_the_keep_last_limit(tmp_path):
   manager = workdir_lib.checkpoint_manager(tmp_path, keep=2, keep_every=4)
   for step in range(1, 11):
