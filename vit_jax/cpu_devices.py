@@ -6,7 +6,8 @@ sum to a quarter of its step). Splitting the batch over one host device per core
 mesh) runs the cores side by side instead: the bare digits train step ran 1.4x faster on 2 cores.
 
 Opt-in (`config.host_device_per_core=True`): the whole digits command, input pipeline and evaluations
-included, ran 1.7x slower with it (benchmarks/RESULTS.md). `use_host_devices_for(config)` must run
+included, ran only 5% faster with it on a quiet machine and 1.7x slower on a busy one, where the input
+pipeline finds no free core (benchmarks/RESULTS.md). `use_host_devices_for(config)` must run
 before JAX initialises its backends (before the first array or `jax.devices()`); entry points that
 train call it first thing. It changes nothing when the config leaves it off, when the user set the
 device count (`--xla_force_host_platform_device_count` in XLA_FLAGS, or JAX_NUM_CPU_DEVICES), when JAX may
