@@ -51,6 +51,16 @@ def test_cpu_script_runs_its_rows_and_prints_the_table(tmp_path):
   assert "Device cpu" in out.stdout
 
 
+def test_gradient_mode_counts_about_three_forwards_and_has_no_peer(capsys):
+  infer, grad = (throughput.benchmark(throughput.parse_args([*TINY, f"--mode={mode}"]))
+                 for mode in ("infer", "grad"))
+  assert 2.5 < grad["flops_per_step"] / infer["flops_per_step"] < 3.5
+  assert grad["images_per_second"] > 0
+  with pytest.raises(SystemExit):
+    throughput.parse_args([*TINY, "--mode=grad", "--peer=timm"])
+  assert "--mode=grad has no peer" in capsys.readouterr().err
+
+
 def test_throughput_train_step_reports_flops_and_mfu():
   result = throughput.benchmark(throughput.parse_args([*TINY, "--mode=train"]))
   for key in REQUIRED_KEYS:
