@@ -24,11 +24,10 @@ checkpoints are not scored again. --print_only prints the launch command of each
 
 The real study, on Fashion-MNIST (Debian package dataset-fashion-mnist): 3 models x 3 sizes (1,000,
 7,500, 58,000), 2 rates, 3 seeds: 11 runs per model (4 at each swept size, 3 at 7,500), 33 in all.
-Estimated 65 minutes on 2 quiet CPU cores, from the previous design's step times (vit_tiny 0.07 s,
-vit_small 0.2 s, ResNet 0.23 s a step) plus ~10 s start/compile/evaluation and ~5-15 s scoring a run:
-runs of ~57 s (vit_tiny), ~140 s (vit_small), ~160 s (ResNet). Each further size costs 3 runs per model
-(~18 minutes: `--train_sizes 1000 4000 15000 58000` ~83 minutes; 3 seeds at 4 sizes alone cost ~71, hence
-the 3 default sizes). 7,500 takes the rate chosen at 1,000 (7,500 < sqrt(1,000 x 58,000) = 7,616).
+Measured: 81 minutes on the 2 CPU cores (2026-12-02; the first 20 beside a test-suite run), runs
+training for ~40-70 s (vit_tiny), ~100-170 s (vit_small) and ~140-165 s (ResNet) plus start, compile,
+evaluation and scoring. Each further size costs 3 runs per model (~20 minutes), hence the 3 default
+sizes. 7,500 takes the rate chosen at 1,000 (7,500 < sqrt(1,000 x 58,000) = 7,616).
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --output_dir=experiments/results
 One launch command per run that can start (for a cluster), then collect with the first command:
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --print_only
@@ -209,7 +208,7 @@ def plot(rows: list[dict], path: pathlib.Path, title: str, fewshot_data: str = "
   ax.set_xscale("log")
   ax.set_xlabel("training images")
   ax.set_ylabel("test accuracy (%)")
-  ax.set_title(title)
+  fig.suptitle(title)  # over the whole figure: over the axes alone, the legend pushes it off the edge
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the lines, not on them
   fig.tight_layout()
