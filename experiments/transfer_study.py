@@ -2,7 +2,8 @@
 
   pretrain  configs/pretrain/fractal_cpu.py:MODEL (vit_tiny unless --models): 100 fractal categories,
             unlimited instances, 32 px; no natural image. vit_tiny because its full-size Fashion-MNIST
-            arm (10 runs of 2,266 steps) fits a session on 2 cores; vit_small's would take ~80 min.
+            arm (10 runs of 2,266 steps) took 26 minutes with its pretraining on 2 quiet cores; vit_small's
+            would take about twice as long (its runs train ~2x longer in the data-scaling study).
   finetune  the pretrained model on each real target (digits, MNIST-5k, Fashion-MNIST) at 1,000 training
             images and at the full training split, from a new zero head, with configs/fashion_mnist.py's
             recipe at the same 32 px.
