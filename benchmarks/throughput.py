@@ -41,6 +41,7 @@ from configs import digits  # pylint: disable=g-import-not-at-top,wrong-import-p
 from configs import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import cpu_devices  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -185,6 +186,7 @@ def _jitted_step(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], Any,
   replicated, split = mesh_shardings(args)
   images = jax.ShapeDtypeStruct((args.batch, args.res, args.res, 3), jnp.float32, sharding=split)
   labels = jax.ShapeDtypeStruct((args.batch, config.dataset.num_classes), jnp.float32, sharding=split)
+  init_params = lambda: steps.init_train_state(config, model, optax.identity(), jax.random.key(0)).params
   if args.mode == "train":
     tx = steps.create_optimizer(config, model)
     init = lambda: steps.init_train_state(config, model, tx, jax.random.key(0))
@@ -192,17 +194,17 @@ def _jitted_step(args: argparse.Namespace) -> tuple[Any, Callable[[], Any], Any,
                    donate_argnums=(0,) if args.donate else ())
     batch = {"image": images, "label": labels}
   elif args.mode == "grad":
-    init = lambda: steps.init_train_state(config, model, optax.identity(), jax.random.key(0)).params
+    init, loss_fn = init_params, losses.loss_fn(config.loss)  # the train step's loss
 
     def loss(params, batch):
       logits = model.apply({"params": params}, batch["image"], train=True,
                            rngs={"dropout": jax.random.key(0)})
-      return jnp.mean(optax.softmax_cross_entropy(logits, batch["label"]))
+      return jnp.mean(loss_fn(logits, batch["label"]))
 
     step = jax.jit(jax.grad(loss), out_shardings=replicated)
     batch = {"image": images, "label": labels}
   else:
-    init = lambda: steps.init_train_state(config, model, optax.identity(), jax.random.key(0)).params
+    init = init_params
     step = jax.jit(lambda params, batch: model.apply({"params": params}, batch["image"], train=False),
                    out_shardings=replicated)
     batch = {"image": images}
