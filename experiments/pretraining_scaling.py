@@ -21,11 +21,11 @@ Writes pretraining_scaling.csv (one row per model, pretrain_images, target-size:
 scratch_accuracy, fewshot_10shot as fractions, means over seeds, with _std columns;
 pretrain_images 0 = unlimited) and pretraining_scaling.png. Resumable (finished runs are kept);
 --print_only prints the launch command of each run that can start now (sweeps need their pretraining,
-final runs their sweep); --collect_only writes the outputs of the points already finished. Defaults
-sized to about 70 minutes on 2 quiet CPU cores: 12 pretraining runs of 1,000 steps (~33 min at the
-data-scaling study's per-step times: vit_tiny 0.07 s, vit_small 0.2 s, ResNet 0.23 s), 36 sweep + 135
-final fine-tuning runs of 39 steps (~13 s each with compiling and testing: ~37 min), probes (~3 min);
-it took ~100 min on 2 cores shared with other work (load 5-12). The sizes stop at 100k: 1,000 steps draw 128k images, so a
+final runs their sweep); --collect_only writes the outputs of the points already finished. The
+defaults take 86 minutes on 2 quiet CPU cores, one process from an empty workdir_root (measured
+2026-12-02): 12 pretraining runs of 1,000 steps (39 min: vit_tiny ~2 min, vit_small ~3.5 min, ResNet
+~4.5 min each), 36 sweep + 135 final fine-tuning runs of 39 steps (45 min: 11-19 s each with
+compiling, validation and testing), the probes (~2 min). The sizes stop at 100k: 1,000 steps draw 128k images, so a
 1M-image set would never repeat one, the same as unlimited. Pretraining length is the lever that
 decides transfer at this scale (a pilot, vit_tiny on MNIST-5k at 1,000 images, validation split:
 pretrained 43.8% vs scratch 41.2% after 500 pretraining steps, 78.6% after 2,000):
