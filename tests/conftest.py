@@ -10,7 +10,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
+import numpy as np
 import pytest
 
 from configs import models as model_configs
@@ -25,3 +28,9 @@ def tiny_model_config() -> ml_collections.ConfigDict:
   config.transformer.update(mlp_dim=64, num_heads=2, num_layers=2)
   config.num_classes = 10
   return config
+
+
+@pytest.fixture(scope="session")
+def sharding() -> NamedSharding:
+  """A batch split over the 8 devices: the data axis of a (data 8, model 1) mesh."""
+  return NamedSharding(Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model")), P("data"))

@@ -6,7 +6,6 @@ import re
 
 import chex
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 import pytest
@@ -16,12 +15,6 @@ import tensorflow_datasets as tfds
 from configs import common
 from vit_jax import data_sources
 from vit_jax import input_pipeline
-
-
-@pytest.fixture(scope="module")
-def sharding() -> NamedSharding:
-  mesh = Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model"))
-  return NamedSharding(mesh, P("data"))
 
 
 def _config(**overrides) -> ml_collections.ConfigDict:

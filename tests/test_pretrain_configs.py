@@ -3,7 +3,6 @@
 import importlib
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
@@ -44,10 +43,9 @@ def test_paper_scale_recipe_is_deits_with_rendered_data_in_place_of_imagenet():
   assert config.optimizer.warmup_steps == 5 * (21_000 * 1000 // 1024)
 
 
-def test_deits_augmentation_runs_on_rendered_images():
+def test_deits_augmentation_runs_on_rendered_images(sharding):
   config = fdsl.pretrain_config(None, family="fractal", num_categories=4, instances_per_category=2).dataset
   config.update(image_size=32, shuffle_buffer=8)
-  sharding = NamedSharding(Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model")), P("data"))
   stream = input_pipeline.train_batches(config, global_batch_size=8, seed=0, start_step=0,
                                         sharding=sharding)
   batch = jax.tree.map(np.asarray, next(stream))

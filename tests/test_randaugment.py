@@ -4,7 +4,6 @@ import itertools
 
 import chex
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -110,8 +109,7 @@ def test_cutmix_pastes_a_box_and_mixes_labels_by_its_area():
 
 
 @pytest.mark.parametrize("start_step", [1, 3])
-def test_augmented_runs_resume_exactly(start_step):
-  sharding = NamedSharding(Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model")), P("data"))
+def test_augmented_runs_resume_exactly(start_step, sharding):
   config = common.get_config().dataset
   config.update(dict(source="digits", image_size=8, train_augment="inception_crop", train_split="train[:40]",
                      randaugment_layers=2, randaugment_magnitude=15., mixup_alpha=0.2, cutmix_alpha=1.0))

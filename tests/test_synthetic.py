@@ -7,7 +7,6 @@ import sys
 
 import chex
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 from PIL import Image
@@ -128,9 +127,7 @@ def test_categories_are_told_apart_by_a_nearest_mean_classifier(family):
 
 
 @pytest.mark.parametrize("start_step", [1, 3])
-def test_resumed_train_stream_sees_the_batches_of_an_unbroken_one(start_step):
-  mesh = Mesh(np.array(jax.devices()).reshape(8, 1), ("data", "model"))
-  sharding = NamedSharding(mesh, P("data"))
+def test_resumed_train_stream_sees_the_batches_of_an_unbroken_one(start_step, sharding):
   config = _config("contours", instances_per_category=0)
 
   def batches(start: int, steps: int) -> list:
