@@ -249,10 +249,12 @@ def test_too_few_classes_in_the_config_raises():
     input_pipeline.get_info(_config(num_classes=5))
 
 
-def test_train_and_eval_pipelines_get_a_private_thread_pool_and_the_configured_ram_budget():
+def test_train_and_eval_pipelines_get_a_private_thread_pool_the_ram_budget_and_no_autotuning():
+  """...and no autotuning thread, which held up closing a stream for seconds (dataset_options)."""
   config = _config(threads=3, ram_budget_gb=1.5)
   for dataset in (  # pylint: disable=protected-access
       input_pipeline._train_dataset(config, local_batch_size=2, seed=0, start_step=0),
       input_pipeline._eval_dataset(config, local_batch_size=2)):
     assert dataset.options().threading.private_threadpool_size == 3
     assert dataset.options().autotune.ram_budget == int(1.5 * 2**30)
+    assert dataset.options().autotune.enabled is False
