@@ -4,6 +4,11 @@ A run is finished when its workdir holds results.json: it is never trained again
 resumes from its last checkpoint. `execute` trains the unfinished runs one after another in this
 process, or prints the command that launches each (`python -m vit_jax.main ...`, for a cluster or a
 TPU VM); both build the same config from the same spec.
+
+Every run trains on one CPU device (`STUDY_PINS`), not the host device per core of vit_jax.main's
+default: the studies' recorded results were trained so, and more devices would change their float
+rounding. `--override host_device_per_core=True` trains their steps 1.25-1.4x faster on 2 cores
+(benchmarks/RESULTS.md); accelerators ignore the key.
 """
 
 import argparse
@@ -28,6 +33,8 @@ EXECUTION_KEYS = ("log_every", "compilation_cache", "profile_steps", "peak_flops
                   "eval_batch_size", "host_device_per_core", "dataset.threads", "dataset.prefetch",
                   "dataset.ram_budget_gb", "dataset.parallel_files", "dataset.image_index_dir")
 
+STUDY_PINS = (("host_device_per_core", False),)
+
 
 class StaleRunError(ValueError):
   """A study's workdir holds a finished run of another config than the study asks for now."""
@@ -43,9 +50,14 @@ class Run:
   def config(self) -> ml_collections.ConfigDict:
     module = importlib.import_module(f"configs.{self.config_module}")
     config = module.get_config(self.arg) if self.arg else module.get_config()
-    for key, value in self.overrides:
+    for key, value in self.all_overrides:
       common.set_override(config, key, value, where=f"configs/{self.config_path}")
     return config
+
+  @property
+  def all_overrides(self) -> tuple[tuple[str, Any], ...]:
+    """The study's pins, then the run's own overrides (which win)."""
+    return STUDY_PINS + self.overrides
 
   @property
   def config_path(self) -> str:
@@ -54,7 +66,7 @@ class Run:
   def command(self) -> str:
     config = f"configs/{self.config_path}" + (f":{self.arg}" if self.arg else "")
     flags = [f"--config={config}", f"--workdir={self.workdir}"]
-    flags += [f"--config.{key}={_flag_value(value)}" for key, value in self.overrides]
+    flags += [f"--config.{key}={_flag_value(value)}" for key, value in self.all_overrides]
     return " ".join(["python -m vit_jax.main"] + [shlex.quote(flag) for flag in flags])
 
   def results(self) -> dict[str, Any] | None:

@@ -23,20 +23,22 @@ TINY = ["--config=configs/digits.py", "--config.model.hidden_size=32",
         "--config.model.transformer.num_layers=1", "--config.model.transformer.mlp_dim=64",
         "--config.model.transformer.num_heads=2", "--config.batch_size=32",
         "--config.eval_every=100000", "--config.log_every=1", "--config.optimizer.warmup_steps=1",
-        "--config.optimizer.schedule=constant", "--config.host_device_per_core=True"]  # the same steps whatever total_steps is
+        "--config.optimizer.schedule=constant"]  # the same steps whatever total_steps is
 
 
 @pytest.mark.parametrize("sizes, cores, expected", [
-    ([128, 300], 2, 2), ([128, 300], 8, 4), ([127, 300], 2, 1), ([96, 1000, 512], 16, 8), ([], 4, 4)])
+    ([128, 300], 2, 2), ([128, 300], 8, 4), ([127, 300], 2, 1), ([96, 1000, 512], 16, 8), ([], 4, 4),
+    ([4096], 64, cpu_devices.MAX_HOST_DEVICES)])
 def test_device_count_divides_every_batch(sizes, cores, expected):
   assert cpu_devices.host_device_count(sizes, cores) == expected
 
 
 def test_config_batch_sizes():
   config = digits.get_config()
-  assert cpu_devices.config_batch_sizes(config) is None  # off by default
+  assert cpu_devices.config_batch_sizes(config) == [128, 300]  # on by default
+  config.host_device_per_core = False
+  assert cpu_devices.config_batch_sizes(config) is None
   config.host_device_per_core = True
-  assert cpu_devices.config_batch_sizes(config) == [128, 300]
   config.optimizer.accum_steps = 4
   config.fewshot = dict(shots=[5], batch_size=250)
   assert cpu_devices.config_batch_sizes(config) == [32, 300, 250]

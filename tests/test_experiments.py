@@ -132,7 +132,8 @@ def test_transfer_table_sweeps_picks_the_best_rate_and_compares(tmp_path, capsys
   final = [line for line in capsys.readouterr().out.splitlines()
            if f"--workdir={root}/oxford_iiit_pet " in line]
   assert final == [f"python -m vit_jax.main --config=configs/transfer/oxford_iiit_pet.py "
-                   f"--workdir={root}/oxford_iiit_pet --config.optimizer.learning_rate=0.003"]
+                   f"--workdir={root}/oxford_iiit_pet --config.host_device_per_core=False "
+                   "--config.optimizer.learning_rate=0.003"]
 
   write_results(f"{root}/oxford_iiit_pet", 0.95)
   rows = transfer_table.main(args)

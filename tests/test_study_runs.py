@@ -72,3 +72,14 @@ def test_collect_only_trains_nothing_and_writes_only_finished_points(tmp_path, m
           "--collect_only"]
   assert pretraining_scaling.main(args) == [] and transfer_study.main(args) == []
   assert not (tmp_path / "out").exists()
+
+
+def test_study_runs_train_on_one_cpu_device_unless_overridden(tmp_path):
+  """The recorded results were trained on one device: the default's host devices would change their
+  rounding. The pin is in the printed launch command too, and a run's own override wins."""
+  pinned = runs.Run("digits", None, str(tmp_path / "run"), (("total_steps", 20),))
+  assert pinned.config().host_device_per_core is False
+  assert "--config.host_device_per_core=False" in pinned.command()
+  faster = runs.Run("digits", None, str(tmp_path / "run"), (("host_device_per_core", True),))
+  assert faster.config().host_device_per_core is True
+  assert faster.command().endswith("--config.host_device_per_core=False --config.host_device_per_core=True")

@@ -1,19 +1,19 @@
-"""One XLA host device per CPU core, with the batch split over them (opt-in, for small models on CPU).
+"""One XLA host device per CPU core, with the batch split over them (the default on CPU).
 
 XLA:CPU runs one device's step as hundreds of small ops, handed one by one to a thread pool; for a small
 ViT most of the step is that hand-off, not arithmetic (benchmarks/RESULTS.md: the digits model's ops
 sum to a quarter of its step). Splitting the batch over one host device per core (the data axis of the
-mesh) runs the cores side by side instead: the bare digits train step ran 1.4x faster on 2 cores.
+mesh) runs the cores side by side instead: on 2 cores the studies' train steps ran 1.25-1.4x faster,
+ViT-S/16 as fast or faster, and the whole digits command as fast on a quiet machine and 1.25x faster
+beside other work (benchmarks/RESULTS.md).
 
-Opt-in (`config.host_device_per_core=True`): the whole digits command, input pipeline and evaluations
-included, ran only 5% faster with it on a quiet machine and 1.7x slower on a busy one, where the input
-pipeline finds no free core (benchmarks/RESULTS.md). `use_host_devices_for(config)` must run
-before JAX initialises its backends (before the first array or `jax.devices()`); entry points that
-train call it first thing. It changes nothing when the config leaves it off, when the user set the
-device count (`--xla_force_host_platform_device_count` in XLA_FLAGS, or JAX_NUM_CPU_DEVICES), when JAX may
-pick an accelerator (JAX_PLATFORMS names another platform first, or a GPU/TPU plugin is installed),
-when the config fixes its own mesh, or when no count above 1 divides its batch sizes. Only float
-reduction order changes: the data order and the checkpoints are the same with 1 and N devices.
+On unless `config.host_device_per_core` is False. `use_host_devices_for(config)` must run before JAX
+initialises its backends (before the first array or `jax.devices()`); entry points that train call it
+first thing. It changes nothing when the config turns it off, when the user set the device count
+(`--xla_force_host_platform_device_count` in XLA_FLAGS, or JAX_NUM_CPU_DEVICES), when JAX may pick an
+accelerator (JAX_PLATFORMS names another platform first, or a GPU/TPU plugin is installed), when the
+config fixes its own mesh, or when no count above 1 divides its batch sizes. Only float reduction order
+changes: the data order and the checkpoints are the same with 1 and N devices.
 """
 
 import importlib.metadata
@@ -26,6 +26,9 @@ from absl import logging
 import ml_collections
 
 _DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
+# Each device holds a replica of the params and optimizer state (ViT-B/16 with Adam: ~1 GB); measured
+# only on 2 cores, so many-core machines get at most this many.
+MAX_HOST_DEVICES = 8
 # Packages whose presence means JAX will pick a GPU or TPU when it initialises.
 _ACCELERATOR_PACKAGES = ("libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                          "jax_rocm7_plugin")
@@ -44,9 +47,9 @@ def accelerator_possible() -> bool:
 
 
 def host_device_count(batch_sizes: Sequence[int], cores: int) -> int:
-  """The largest device count <= `cores` that divides every batch size (all cores for no batch)."""
+  """The largest device count <= `cores` (and MAX_HOST_DEVICES) that divides every batch size."""
   common = math.gcd(*batch_sizes)
-  return max(n for n in range(1, cores + 1) if common % n == 0)
+  return max(n for n in range(1, min(cores, MAX_HOST_DEVICES) + 1) if common % n == 0)
 
 
 def config_batch_sizes(config: ml_collections.ConfigDict) -> list[int] | None:
@@ -85,7 +88,7 @@ def use_host_devices(batch_sizes: Sequence[int], num_processes: int = 1) -> int:
                     "cpu_devices.use_host_devices_for(config) before any JAX computation.")
     return 0
   logging.info("CPU devices: %d host devices on %d cores, the batch split over them (set "
-               "XLA_FLAGS=--%s=1 for one device).", count, cores, _DEVICE_COUNT_FLAG)
+               "--config.host_device_per_core=False for one device).", count, cores)
   return count
 
 
