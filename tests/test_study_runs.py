@@ -82,4 +82,5 @@ def test_study_runs_train_on_one_cpu_device_unless_overridden(tmp_path):
   assert "--config.host_device_per_core=False" in pinned.command()
   faster = runs.Run("digits", None, str(tmp_path / "run"), (("host_device_per_core", True),))
   assert faster.config().host_device_per_core is True
-  assert faster.command().endswith("--config.host_device_per_core=False --config.host_device_per_core=True")
+  assert faster.command().endswith(
+      "--config.host_device_per_core=False --config.host_device_per_core=True")
