@@ -27,8 +27,8 @@ defaults take 86 minutes on 2 quiet CPU cores, one process from an empty workdir
 ~4.5 min each), 36 sweep + 135 final fine-tuning runs of 39 steps (45 min: 11-19 s each with
 compiling, validation and testing), the probes (~2 min). The sizes stop at 100k: 1,000 steps
 draw 128k images, so a 1M-image set would never repeat one, the same as unlimited. Pretraining length
-is the lever that decides transfer at this scale (a pilot, vit_tiny on MNIST-5k at 1,000 images, validation split:
-pretrained 43.8% vs scratch 41.2% after 500 pretraining steps, 78.6% after 2,000):
+is the lever that decides transfer at this scale (a pilot, vit_tiny on MNIST-5k at 1,000 images,
+validation split: pretrained 43.8% vs scratch 41.2% after 500 pretraining steps, 78.6% after 2,000):
   python experiments/pretraining_scaling.py --workdir_root=runs/pretraining_scaling \
       --output_dir=experiments/results
 """

@@ -281,8 +281,9 @@ def _eval_dataset(
 
 
 def dataset_options(data_config: ml_collections.ConfigDict) -> tf.data.Options:
-  """A private thread pool per pipeline (train and eval do not starve each other) and a RAM budget
-  for tf.data's autotuned buffers (on a big host the default, half the RAM, can crowd out the rest)."""
+  """A private thread pool per pipeline (train and eval do not starve each other), a RAM budget for
+  prefetch's self-sized buffers (on a big host the default, half the RAM, can crowd out the rest), and
+  no autotuning thread."""
   options = tf.data.Options()
   options.threading.private_threadpool_size = data_config.get("threads", 0) or os.cpu_count() or 1
   # Autotuning's model thread wakes only at its next optimisation period when the iterator goes (TF
