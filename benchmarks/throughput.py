@@ -41,6 +41,7 @@ from configs import digits  # pylint: disable=g-import-not-at-top,wrong-import-p
 from configs import fashion_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
 from configs import models as model_configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import cpu_devices  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vit_jax import host_memory  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import metrics  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vit_jax import steps  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -51,6 +52,7 @@ STUDY_MODELS = {
     "digits": lambda: digits.get_config().model,
     "fmnist_vit_tiny": lambda: fashion_mnist.model_config("vit_tiny"),
     "fmnist_vit_small": lambda: fashion_mnist.model_config("vit_small"),
+    "fmnist_resnet": lambda: fashion_mnist.model_config("resnet"),
 }
 
 
@@ -97,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--host_devices", type=int, default=1,
                       help="CPU only: XLA host devices with the batch split over them (a data mesh); "
                            "0: one per core, dividing the batch (vit_jax/cpu_devices.py)")
+  parser.add_argument("--reuse_freed_memory", action=argparse.BooleanOptionalAction, default=True,
+                      help="CPU only: malloc keeps freed blocks for reuse (vit_jax/host_memory.py, "
+                           "vit_jax's default; process-wide, so timm gets it too)")
   parser.add_argument("--json", action="store_true",
                       help="print one JSON object on stdout (the summary line goes to stderr)")
   args = parser.parse_args(argv)
@@ -348,6 +353,7 @@ def benchmark(args: argparse.Namespace) -> dict:
       "device": device.device_kind, "backend": jax.default_backend(), "jax_version": jax.__version__,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "host_devices": len(mesh_shardings(args)[0].mesh.devices.flat),
+      "reuse_freed_memory": args.reuse_freed_memory,
   }
   run, facts = jax_benchmark(args)
   result.update(facts)
@@ -440,6 +446,8 @@ def set_host_devices(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(argv)
   set_host_devices(args)
+  if args.reuse_freed_memory:
+    host_memory.reuse_freed_memory_on_cpu()
   result = benchmark(args)
   report.report(result, summary(result), as_json=args.json)
 

@@ -91,7 +91,7 @@ class Study:
                  runs.shared_compilation_cache(self.workdir_root))
     run = runs.Run(self.config, model,
                    f"{self.workdir_root}/{model}-{size}-lr{learning_rate:g}-seed{seed}",
-                   overrides + tuple(self.overrides))
+                   overrides + tuple(self.overrides), pins=())
     if probes or not run.config().get("fewshot"):
       return run
     return dataclasses.replace(run, overrides=run.overrides + (("fewshot.shots", ()),))

@@ -5,9 +5,10 @@ resumes from its last checkpoint. `execute` trains the unfinished runs one after
 process, or prints the command that launches each (`python -m vit_jax.main ...`, for a cluster or a
 TPU VM); both build the same config from the same spec.
 
-Every run trains on one CPU device (`STUDY_PINS`), not the host device per core of vit_jax.main's
-default: the studies' recorded results were trained so, and more devices would change their float
-rounding. `--override host_device_per_core=True` trains their steps 1.25-1.4x faster on 2 cores
+A run trains on one CPU device (`STUDY_PINS`) unless its study recorded its results on vit_jax.main's
+default, one host device per core (`pins=()`: the data-scaling study): more devices change float
+rounding, so each study keeps the device count its results were trained on. `--override
+host_device_per_core=True` trains a pinned study's steps 1.25-1.5x faster on 2 cores
 (benchmarks/RESULTS.md); accelerators ignore the key.
 """
 
@@ -24,14 +25,16 @@ import ml_collections
 
 from configs import common
 from vit_jax import cpu_devices
+from vit_jax import host_memory
 from vit_jax import workdir as workdir_lib
 
 # Keys that change how a run executes (logging, storage, layout on devices), not what it computes: a
 # finished run stored with other values of them is still the run a study asks for.
 EXECUTION_KEYS = ("log_every", "compilation_cache", "profile_steps", "peak_flops_per_device",
                   "keep_checkpoints", "keep_checkpoint_every", "mesh", "sharding", "sharding_rules",
-                  "eval_batch_size", "host_device_per_core", "dataset.threads", "dataset.prefetch",
-                  "dataset.ram_budget_gb", "dataset.parallel_files", "dataset.image_index_dir")
+                  "eval_batch_size", "host_device_per_core", "reuse_freed_host_memory", "dataset.threads",
+                  "dataset.prefetch", "dataset.ram_budget_gb", "dataset.parallel_files",
+                  "dataset.image_index_dir")
 
 STUDY_PINS = (("host_device_per_core", False),)
 
@@ -46,6 +49,7 @@ class Run:
   arg: str | None
   workdir: str
   overrides: tuple[tuple[str, Any], ...] = ()  # ("dataset.train_split", "train[:1000]"), ...
+  pins: tuple[tuple[str, Any], ...] = STUDY_PINS  # () for a study recorded on vit_jax.main's defaults
 
   def config(self) -> ml_collections.ConfigDict:
     module = importlib.import_module(f"configs.{self.config_module}")
@@ -57,7 +61,7 @@ class Run:
   @property
   def all_overrides(self) -> tuple[tuple[str, Any], ...]:
     """The study's pins, then the run's own overrides (which win)."""
-    return STUDY_PINS + self.overrides
+    return self.pins + self.overrides
 
   @property
   def config_path(self) -> str:
@@ -118,7 +122,9 @@ def parse_overrides(pairs: Sequence[str]) -> tuple[tuple[str, Any], ...]:
 def execute(runs: Iterable[Run], *, print_only: bool) -> None:
   """Trains (or prints the command of) every run that has no results yet; stops at a SIGTERM."""
   runs = list(runs)
-  cpu_devices.use_host_devices_for(*(run.config() for run in runs))
+  configs = [run.config() for run in runs]
+  cpu_devices.use_host_devices_for(*configs)
+  host_memory.reuse_freed_memory_for(*configs)
   from vit_jax import train  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
 
   for run in runs:

@@ -22,6 +22,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from vit_jax import cpu_devices
+from vit_jax import host_memory
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:arg]).",
                                           lock_config=True)
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_only_warnings_from_libraries)
   logging.get_absl_handler().addFilter(_no_disk_full_tracebacks)
   cpu_devices.use_host_devices_for(_CONFIG.value, num_processes=_NUM_PROCESSES.value)
+  host_memory.reuse_freed_memory_for(_CONFIG.value)
   from vit_jax import distributed  # pylint: disable=g-import-not-at-top
   from vit_jax import train  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value or _DISTRIBUTED.value:

@@ -35,7 +35,8 @@ RESUMABLE_KEYS = ("total_steps", "log_every", "eval_every", "checkpoint_every", 
                   "eval_batch_size", "peak_flops_per_device", "mesh", "sharding", "fewshot",
                   "dataset.prefetch", "dataset.on_bad_image", "sharding_rules", "keep_checkpoint_every",
                   "compilation_cache", "profile_steps", "dataset.threads", "dataset.ram_budget_gb",
-                  "dataset.parallel_files", "dataset.image_index_dir")
+                  "dataset.parallel_files", "dataset.image_index_dir", "host_device_per_core",
+                  "reuse_freed_host_memory")
 
 
 class WorkdirError(RuntimeError):
