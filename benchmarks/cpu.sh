@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The CPU targets of benchmarks/RESULTS.md: ViT-S/16 at 224, batch 8, float32, train and inference
 # next to timm; ViT-B/16 forward against the matmul peak; ViT-H/14 train-step compile time with scan
-# and unrolled; the effect of the optimisations on CPU; and the studies' small models (digits, Fashion-MNIST
-# vit_tiny / vit_small) in train mode next to timm, and the digits model's gradient against its forward
-# (grad_digits* vs infer_digits* rows). Prints a markdown table.
+# and unrolled; the effect of the optimisations on CPU; and the studies' small models (digits,
+# Fashion-MNIST vit_tiny / vit_small) in train mode next to timm, the ResNet baseline's train step, and
+# the digits model's gradient against its forward (grad_digits* vs infer_digits* rows). Prints a
+# markdown table.
 #   bash benchmarks/cpu.sh                      (all rows; about 15 minutes on 2 cores)
 #   ROWS="infer_s16_timm train_s16_timm" bash benchmarks/cpu.sh
 # The timm rows need the [bench] extra (`pip install -e ".[bench]"`). Settings (environment):
@@ -21,7 +22,7 @@ SMALL="--mode=train --batch=128 --num_classes=10 --iters=5"
 DIR=${OUT:-/tmp/vit_jax_cpu_bench}
 ROWS=${ROWS:-"infer_s16_timm train_s16_timm infer_b16 compile_h14_scan compile_h14_unrolled
   infer_s16_fused train_s16_fused train_s16_no_donate train_s16_scan infer_s16_bf16 train_s16_bf16
-  train_digits_timm train_digits_1dev_timm train_fmnist_tiny_timm train_fmnist_small_timm
+  train_digits_timm train_digits_1dev_timm train_fmnist_tiny_timm train_fmnist_small_timm train_fmnist_resnet
   train_s16_2dev_timm infer_digits_1dev grad_digits_1dev infer_digits grad_digits"}
 
 row_flags() {
@@ -46,6 +47,7 @@ row_flags() {
     train_s16_2dev_timm)  echo "--model=ViT-S_16 --mode=train --host_devices=2 --peer=timm" ;;
     train_fmnist_tiny_timm)  echo "$SMALL --model=fmnist_vit_tiny --res=32 --host_devices=0 --peer=timm" ;;
     train_fmnist_small_timm) echo "$SMALL --model=fmnist_vit_small --res=32 --host_devices=0 --peer=timm" ;;
+    train_fmnist_resnet)  echo "$SMALL --model=fmnist_resnet --res=32 --host_devices=0" ;;
     *) echo "cpu.sh: unknown row $1" >&2; return 1 ;;
   esac
 }

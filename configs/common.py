@@ -114,7 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
   # evaluates as fast or faster on every workload measured (benchmarks/RESULTS.md). Ignored on GPU/TPU.
   config.host_device_per_core = True
   # CPU only: malloc keeps freed blocks for reuse instead of unmapping them (vit_jax/host_memory.py);
-  # the same results, steps 1.4-1.7x faster on the studies' models. Ignored on GPU/TPU.
+  # the same results, the larger study models' steps 1.1-1.45x faster. Ignored on GPU/TPU.
   config.reuse_freed_host_memory = True
   config.peak_flops_per_device = 0.0  # for MFU where the device is not in metrics' table (0: unknown)
   config.init_checkpoint = ""  # official .npz or one of our workdirs; adapted to this model

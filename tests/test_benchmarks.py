@@ -34,6 +34,7 @@ def test_throughput_cli_prints_one_json_object_with_positive_numbers():
   for key in REQUIRED_KEYS:
     assert result[key] > 0, key
   assert "img/s" in out.stderr  # The one-line summary.
+  assert result["reuse_freed_memory"] is True  # vit_jax's CPU default (vit_jax/host_memory.py)
 
 
 def test_cpu_script_runs_its_rows_and_prints_the_table(tmp_path):

@@ -38,6 +38,13 @@ def test_runs_train_before_the_validation_split_and_evaluate_on_it(tmp_path):
   assert config.checkpoint_every == config.keep_checkpoint_every == data_scaling.EVAL_EVERY
 
 
+def test_runs_train_on_the_cpu_default_of_one_host_device_per_core(tmp_path):
+  """The study's CSV was recorded on vit_jax.main's default, unlike the pinned studies'."""
+  run = make_study(tmp_path).run("vit_tiny", 64, 0.003, 1)
+  assert run.config().host_device_per_core is True
+  assert "host_device_per_core" not in run.command()
+
+
 def test_training_sizes_that_reach_into_the_validation_split_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"1201 is more than the 1200 .* train\[1200:\]"):
     make_study(tmp_path, sizes=(32, 1201))

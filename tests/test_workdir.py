@@ -121,6 +121,16 @@ def test_a_resume_accepts_keys_the_code_added_since_and_still_refuses_model_chan
     workdir_lib.check_resume_config(tmp_path, config, has_checkpoint=True)
 
 
+def test_a_resume_may_change_how_the_cpu_runs_the_step(tmp_path):
+  """Host devices change only float rounding (like `mesh`), freed-memory reuse nothing at all."""
+  config = tiny_config(total_steps=3)
+  workdir_lib.write_config(tmp_path, config)
+  config.host_device_per_core = not config.host_device_per_core
+  config.reuse_freed_host_memory = not config.reuse_freed_host_memory
+  changes = workdir_lib.check_resume_config(tmp_path, config, has_checkpoint=True)
+  assert set(changes) == {"host_device_per_core", "reuse_freed_host_memory"}
+
+
 def test_a_single_process_saves_replicated_arrays_whole_and_compiles_nothing(tmp_path):
   """Orbax's default (replica-parallel) would slice each array into one piece per device, compiling
   a slice program per (array, piece): 16 of them for these two arrays on 8 devices."""

@@ -4,9 +4,12 @@ XLA:CPU allocates each step's temporaries afresh (tens of MB for the studies' sm
 every block above its mmap threshold (32 MB at most) with a fresh `mmap` and unmaps it when freed, so
 each step faults its working set back in page by page, zero-filled by the kernel: a Fashion-MNIST
 vit_tiny run took 7.7 million page faults and a third of its CPU time in the kernel. With `mmap` off for
-malloc and a high trim threshold, freed blocks stay in the heap and the next step reuses them: the
-studies' train steps ran 1.4-1.7x faster on 2 cores (benchmarks/RESULTS.md). The arithmetic is the same
-program on the same values, so results are bitwise unchanged.
+malloc and a high trim threshold, freed blocks stay in the heap and the next step reuses them: on the
+default two host devices the larger study models' train steps ran 1.1-1.45x faster on 2 cores, and on
+one device the small ones' 1.5-2x (benchmarks/RESULTS.md). The arithmetic is the same program on the
+same values, so results are bitwise unchanged. Blocks above the 64 MB heaps of glibc's per-thread
+arenas are still mapped afresh (one device's temporaries for the larger study models); one arena for
+all threads would keep those too, but its lock cost more than it saved on two devices.
 
 On unless `config.reuse_freed_host_memory` is False; CPU only (on GPU/TPU the host is not where the step
 runs, and its input pipeline's large transient buffers are better returned), Linux glibc only. The
