@@ -101,6 +101,20 @@ def test_features_extracted_over_eight_devices_equal_one_device_apply():
   np.testing.assert_array_equal(labels, np.argmax(batch["label"][:20], -1))
 
 
+def test_evaluator_reads_its_splits_once_for_all_its_evaluations(monkeypatch):
+  from vit_jax import data_sources  # pylint: disable=g-import-not-at-top
+  loads = []
+  load = data_sources.load
+  monkeypatch.setattr(data_sources, "load", lambda *args: loads.append(args[1]) or load(*args))
+  config = tiny_config()
+  evaluator = fewshot.from_config(config, sharding.create_mesh(config.mesh))
+  model = models.create(config.model, num_classes=0)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)["params"]
+  first, second = evaluator(params), evaluator(params)
+  assert sorted(loads) == ["test", "train[:400]"]
+  assert set(first) == {"fewshot_1shot", "fewshot_5shot"} and second == first
+
+
 def test_fewshot_section_is_checked():
   mesh = sharding.create_mesh(common.get_config().mesh)
   with pytest.raises(ValueError, match="Unknown keys \\['every'\\] in config.fewshot"):

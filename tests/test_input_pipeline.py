@@ -222,6 +222,19 @@ def test_eval_batches_cover_the_split_once_then_pad(sharding):
   np.testing.assert_array_equal(labels[:300].argmax(-1), [x["label"] for x in expected])
 
 
+def test_eval_passes_read_the_split_once_and_repeat_the_same_batches(sharding, monkeypatch):
+  loads = []
+  load = data_sources.load
+  monkeypatch.setattr(data_sources, "load", lambda *args: loads.append(args[1]) or load(*args))
+  passes = input_pipeline.eval_passes(_config(), global_batch_size=64, sharding=sharding)
+  first, second = ([jax.tree.map(np.asarray, b) for b in passes()] for _ in range(2))
+  assert loads == ["test"]
+  chex.assert_trees_all_equal(second, first)
+  once = [jax.tree.map(np.asarray, b)
+          for b in input_pipeline.eval_batches(_config(), global_batch_size=64, sharding=sharding)]
+  chex.assert_trees_all_equal(first, once)
+
+
 def test_get_info_counts_both_splits():
   info = input_pipeline.get_info(_config(train_split="train[:1000]"))
   assert info == input_pipeline.DatasetInfo(

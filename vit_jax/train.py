@@ -84,11 +84,11 @@ def make_evaluator(config: ml_collections.ConfigDict, model: nn.Module, mesh: ja
   eval_step = jax.jit(make_eval_step(model), in_shardings=(params_sharding, batch_sharding),
                       out_shardings=sharding.replicated(mesh))
   fewshot_eval = fewshot.from_config(config, mesh)  # {} unless the config has a `fewshot` section
+  eval_passes = input_pipeline.eval_passes(
+      config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding)
 
   def evaluator(params: Any) -> dict[str, float]:
-    batches = input_pipeline.eval_batches(
-        config.dataset, global_batch_size=config.eval_batch_size, sharding=batch_sharding)
-    return {**evaluate(eval_step, params, batches), **fewshot_eval(params)}
+    return {**evaluate(eval_step, params, eval_passes()), **fewshot_eval(params)}
 
   return evaluator
 

@@ -27,7 +27,7 @@ finished run or a published checkpoint (position embeddings resized to the data'
 """
 
 import argparse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import importlib.util
 import json
 import pathlib
@@ -197,14 +197,20 @@ class Evaluator:
     self._batch_size = batch_size
     self._features_fn = jax.jit(lambda params, images: self._model.apply(
         {"params": params}, images, train=False))
+    # Read once: the probes run at every evaluation of a training run.
+    self._passes = {split: self._eval_passes(split)
+                    for split in (data_config.train_split, data_config.eval_split)}
 
-  def features(self, params: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+  def _eval_passes(self, split: str) -> Callable[[], Iterator[Any]]:
     data = ml_collections.ConfigDict(self._data.to_dict())
     data.eval_split = split
-    batches = input_pipeline.eval_batches(data, global_batch_size=self._batch_size,
-                                          sharding=self._sharding)
+    return input_pipeline.eval_passes(data, global_batch_size=self._batch_size,
+                                      sharding=self._sharding)
+
+  def features(self, params: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    passes = self._passes.get(split) or self._eval_passes(split)
     backbone = {name: value for name, value in params.items() if name != "head"}
-    return extract_features(self._features_fn, backbone, batches)
+    return extract_features(self._features_fn, backbone, passes())
 
   def __call__(self, params: Any) -> dict[str, float]:
     train = self.features(params, self._data.train_split)
