@@ -24,10 +24,11 @@ checkpoints are not scored again. --print_only prints the launch command of each
 
 The real study, on Fashion-MNIST (Debian package dataset-fashion-mnist): 3 models x 3 sizes (1,000,
 7,500, 58,000), 2 rates, 3 seeds: 11 runs per model (4 at each swept size, 3 at 7,500), 33 in all.
-Measured: 81 minutes on the 2 CPU cores (2026-12-02; the first 20 beside a test-suite run), runs
-training for ~40-70 s (vit_tiny), ~100-170 s (vit_small) and ~140-165 s (ResNet) plus start, compile,
-evaluation and scoring. Each further size costs 3 runs per model (~20 minutes), hence the 3 default
-sizes. 7,500 takes the rate chosen at 1,000 (7,500 < sqrt(1,000 x 58,000) = 7,616).
+Measured: 37 minutes on the 2 quiet CPU cores (2026-12-03; vit_jax.main's CPU defaults, two host
+devices and freed memory reused; 81 minutes on one device before), runs training for ~20-30 s
+(vit_tiny), ~55-70 s (vit_small) and ~60-80 s (ResNet) plus start, compile and evaluation, and ~10 s
+of scoring each. Each further size costs 3 runs per model (~9 minutes), hence the 3 default sizes.
+7,500 takes the rate chosen at 1,000 (7,500 < sqrt(1,000 x 58,000) = 7,616).
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --output_dir=experiments/results
 One launch command per run that can start (for a cluster), then collect with the first command:
   python experiments/data_scaling.py --workdir_root=runs/data_scaling --print_only
