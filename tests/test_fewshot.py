@@ -95,7 +95,7 @@ def test_features_extracted_over_eight_devices_equal_one_device_apply():
   data.eval_split = "test[:24]"
   one_device = jax.sharding.NamedSharding(
       sharding.create_mesh(config.mesh, devices=jax.devices()[:1]), jax.sharding.PartitionSpec("data"))
-  batch = next(input_pipeline.eval_batches(data, global_batch_size=24, sharding=one_device))
+  batch = next(input_pipeline.eval_passes(data, global_batch_size=24, sharding=one_device)())
   expected = model.apply({"params": params}, batch["image"], train=False)[:20]
   np.testing.assert_allclose(features, expected, atol=1e-5)
   np.testing.assert_array_equal(labels, np.argmax(batch["label"][:20], -1))

@@ -205,9 +205,9 @@ def test_resumed_tfds_run_sees_the_batches_of_an_unbroken_run(sharding, sharded_
   chex.assert_trees_all_equal(_train(config, sharding, steps=6, batch=8), unbroken)
 
 
-def test_eval_batches_cover_the_split_once_then_pad(sharding):
+def test_an_eval_pass_covers_the_split_once_then_pads(sharding):
   config = _config()
-  batches = list(input_pipeline.eval_batches(config, global_batch_size=64, sharding=sharding))
+  batches = list(input_pipeline.eval_passes(config, global_batch_size=64, sharding=sharding)())
   assert len(batches) == 5  # 300 examples
   for batch in batches:
     assert batch["mask"].sharding == sharding and batch["mask"].dtype == np.float32
@@ -230,9 +230,8 @@ def test_eval_passes_read_the_split_once_and_repeat_the_same_batches(sharding, m
   first, second = ([jax.tree.map(np.asarray, b) for b in passes()] for _ in range(2))
   assert loads == ["test"]
   chex.assert_trees_all_equal(second, first)
-  once = [jax.tree.map(np.asarray, b)
-          for b in input_pipeline.eval_batches(_config(), global_batch_size=64, sharding=sharding)]
-  chex.assert_trees_all_equal(first, once)
+  rebuilt = input_pipeline.eval_passes(_config(), global_batch_size=64, sharding=sharding)
+  chex.assert_trees_all_equal(first, [jax.tree.map(np.asarray, b) for b in rebuilt()])
 
 
 def test_get_info_counts_both_splits():
@@ -248,7 +247,7 @@ def test_batch_that_does_not_divide_over_the_devices_raises(sharding, batch):
     input_pipeline.train_batches(
         _config(), global_batch_size=batch, seed=0, start_step=0, sharding=sharding)
   with pytest.raises(ValueError, match=r"config\.eval_batch_size"):
-    input_pipeline.eval_batches(_config(), global_batch_size=batch, sharding=sharding)
+    input_pipeline.eval_passes(_config(), global_batch_size=batch, sharding=sharding)
 
 
 def test_empty_split_raises_at_start_up(sharding):

@@ -104,8 +104,8 @@ def test_real_config_evaluates_on_the_real_label_sets():
   eval_config.image_size = 32
   mesh = sharding.create_mesh(config.mesh)
   with tfds.testing.mock_data(num_examples=8):
-    batches = list(input_pipeline.eval_batches(eval_config, global_batch_size=8,
-                                               sharding=sharding.batch_sharding(mesh)))
+    batches = list(input_pipeline.eval_passes(eval_config, global_batch_size=8,
+                                              sharding=sharding.batch_sharding(mesh))())
   labels_seen = np.concatenate([np.asarray(b["label"]) for b in batches])
   assert labels_seen.shape == (8, 1000) and set(np.unique(labels_seen)) <= {0., 1.}
 

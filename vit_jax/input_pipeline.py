@@ -85,22 +85,12 @@ def eval_passes(
     global_batch_size: int,
     sharding: jax.sharding.NamedSharding,
 ) -> Callable[[], Iterator[dict[str, jax.Array]]]:
-  """f() -> one pass over the eval split, as `eval_batches`. The split is read and decoded here, once:
-  an evaluator called at every checkpoint does not unpack its files again (Fashion-MNIST's validation
-  slice took 0.3 s to decompress, half of each evaluation of a small model)."""
+  """f() -> one pass over the eval split; every process yields the same number of batches. The split is
+  read and decoded here, once: an evaluator called at every checkpoint does not unpack its files again
+  (Fashion-MNIST's validation slice took 0.3 s to decompress, half of each evaluation of a small model)."""
   local_batch_size = _local_batch_size(global_batch_size, sharding, "config.eval_batch_size")
   dataset = _eval_dataset(data_config, local_batch_size)
   return lambda: _to_global(dataset, sharding, data_config.prefetch)
-
-
-def eval_batches(
-    data_config: ml_collections.ConfigDict,
-    *,
-    global_batch_size: int,
-    sharding: jax.sharding.NamedSharding,
-) -> Iterator[dict[str, jax.Array]]:
-  """One pass over the eval split; every process yields the same number of batches."""
-  return eval_passes(data_config, global_batch_size=global_batch_size, sharding=sharding)()
 
 
 def eval_data_config(data_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

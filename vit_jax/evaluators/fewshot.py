@@ -170,7 +170,7 @@ def extract_features(features_fn: Callable[[Any, jax.Array], jax.Array], params:
                      batches: Iterable[dict[str, jax.Array]]) -> tuple[np.ndarray, np.ndarray]:
   """Features and integer labels of the real (mask 1) examples of `batches`, on every process.
 
-  `batches` are global arrays sharded over the mesh (`input_pipeline.eval_batches`); `features_fn`
+  `batches` are global arrays sharded over the mesh (`input_pipeline.eval_passes`); `features_fn`
   (jitted) runs where they live, and only the features are gathered to the hosts.
   """
   features, labels = [], []
