@@ -87,6 +87,29 @@ def test_top_k_is_capped_at_the_number_of_classes():
   chex.assert_shape(predict.classify(model, params, images, top_k=50)[0], (3, 10))
 
 
+def test_batches_are_split_over_the_devices_that_divide_them():
+  assert jax.local_device_count() == 8  # conftest's host devices
+  for batch_size, count in ((8, 8), (12, 6), (7, 7), (3, 3), (1, 1)):
+    replicated, split = predict.batch_shardings(batch_size)
+    assert split.mesh.size == count and replicated.mesh == split.mesh, batch_size
+  model_config, images, _ = _fixture_config()
+  model, params, _ = predict.load_checkpoint(model_config, FIXTURES / "vit_token.npz")
+  batch = np.concatenate([images] * 4)  # 12 images: 2 on each of 6 devices
+  ids, probs = predict.classify(model, params, batch)
+  alone = [predict.classify(model, params, image[None]) for image in batch]  # one device each
+  np.testing.assert_array_equal(ids, np.concatenate([i for i, _ in alone]))
+  np.testing.assert_allclose(probs, np.concatenate([p for _, p in alone]), atol=1e-6)
+
+
+def test_cli_splits_its_batches_over_host_devices_set_before_jax_starts(run_dir, image_dir, monkeypatch,
+                                                                        capsys):
+  asked = []
+  monkeypatch.setattr(predict.cpu_devices, "use_host_devices", asked.append)
+  predict.main([f"--workdir={run_dir}", "--batch_size=4", str(image_dir)])
+  capsys.readouterr()
+  assert asked == [[4]]
+
+
 def test_classify_explains_raw_images():
   model_config, _, _ = _fixture_config()
   model, params, _ = predict.load_checkpoint(model_config, FIXTURES / "vit_token.npz")
