@@ -8,8 +8,9 @@ malloc and a high trim threshold, freed blocks stay in the heap and the next ste
 default two host devices the larger study models' train steps ran 1.1-1.45x faster on 2 cores, and on
 one device the small ones' 1.5-2x (benchmarks/RESULTS.md). The arithmetic is the same program on the
 same values, so results are bitwise unchanged. Blocks above the 64 MB heaps of glibc's per-thread
-arenas are still mapped afresh (one device's temporaries for the larger study models); one arena for
-all threads would keep those too, but its lock cost more than it saved on two devices.
+arenas are still mapped afresh (one device's temporaries for the larger study models; ViT-S/16's at
+batch 8, ~250,000 page faults a step); one arena for all threads keeps those too, but it slowed the
+small models by 30-45% and did not speed ViT-S/16's step up, so the per-thread arenas stay.
 
 On unless `config.reuse_freed_host_memory` is False; CPU only (on GPU/TPU the host is not where the step
 runs, and its input pipeline's large transient buffers are better returned), Linux glibc only. The
