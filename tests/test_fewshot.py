@@ -136,6 +136,17 @@ def test_official_npz_is_evaluated_at_a_new_resolution():
   assert set(results) == {"fewshot_2shot"} and 0. <= results["fewshot_2shot"] <= 1.
 
 
+def test_cli_sets_host_devices_for_its_batch_before_jax_starts(monkeypatch, capsys):
+  asked, evaluated = [], []
+  monkeypatch.setattr(fewshot.cpu_devices, "use_host_devices", asked.append)
+  monkeypatch.setattr(fewshot, "evaluate_checkpoint",
+                      lambda *args, **kwargs: evaluated.append(kwargs) or {"fewshot_5shot": 0.5})
+  digits_config = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "digits.py")
+  fewshot.main(["--checkpoint", FIXTURE, "--data_config", digits_config, "--batch_size", "64"])
+  assert asked == [[64]] and evaluated[0]["batch_size"] == 64
+  assert '"fewshot_5shot": 0.5' in capsys.readouterr().out
+
+
 def big_vision_accuracy(x, y, x_test, y_test, num_classes, l2_reg):
   """big_vision's evaluators/fewshot_lsr.py written out in numpy: whiten, append the constant 100,
   eigendecompose x^T x (or x x^T with fewer points than dimensions), solve, score."""

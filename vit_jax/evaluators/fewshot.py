@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vit_jax import cpu_devices
+from vit_jax import host_memory
 from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import pretrained
@@ -336,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--batch_size", type=int, default=512,
                       help="Feature-extraction batch (a multiple of the device count).")
   args = parser.parse_args(argv)
+  cpu_devices.use_host_devices([args.batch_size])  # before JAX starts: the batch split over the cores
+  host_memory.reuse_freed_memory_on_cpu()
   from configs import models as model_configs  # pylint: disable=g-import-not-at-top
 
   model_config = model_configs.get_model_config(args.model) if args.model else None
