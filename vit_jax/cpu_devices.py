@@ -9,7 +9,8 @@ beside other work (benchmarks/RESULTS.md).
 
 On unless `config.host_device_per_core` is False. `use_host_devices_for(config)` must run before JAX
 initialises its backends (before the first array or `jax.devices()`); the entry points (training, the
-studies, predict and few-shot CLIs) call it first thing. It changes nothing when the config turns it off, when the user set the device count
+studies, the predict and few-shot CLIs) call it first thing. It changes nothing when the config turns
+it off, when the user set the device count
 (`--xla_force_host_platform_device_count` in XLA_FLAGS, or JAX_NUM_CPU_DEVICES), when JAX may pick an
 accelerator (JAX_PLATFORMS names another platform first, or a GPU/TPU plugin is installed), when the
 config fixes its own mesh, or when no count above 1 divides its batch sizes. Only float reduction order
